@@ -1,0 +1,50 @@
+"""tfxbar: train, stress and deploy tf_keras CNNs for resistive-crossbar accelerators.
+
+Importing tfxbar registers every tfxbar object (and tfmot's wrappers) as Keras-serializable,
+so `tf_keras.models.load_model` restores quantized models without custom-object scopes.
+"""
+
+import tf_keras as keras
+
+from tfxbar import quantizers, tfmot_api
+from tfxbar.calibration import calibrate
+from tfxbar.compat import require_tf_keras
+from tfxbar.introspect import QuantizedKernel, QuantizedOutput, quantized_kernels, quantized_outputs
+from tfxbar.quantize import quantize_model
+from tfxbar.scheme import (
+    PRESETS,
+    CrossbarConfig,
+    CrossbarScheme,
+    LayerSpec,
+    OutputConfig,
+    Preset,
+    QuantizationPlan,
+    plan_quantization,
+)
+
+__version__ = "0.1.0"
+
+# tfmot's wrapper layers are only known inside `quantize_scope()`; make them global so a saved
+# quantized model loads with plain `load_model`.
+for _cls in (tfmot_api.QuantizeWrapperV2, tfmot_api.QuantizeWrapper,
+             tfmot_api.QuantizeLayer):
+    keras.utils.get_custom_objects().setdefault(_cls.__name__, _cls)
+
+__all__ = [
+    "PRESETS",
+    "CrossbarConfig",
+    "CrossbarScheme",
+    "LayerSpec",
+    "OutputConfig",
+    "Preset",
+    "QuantizationPlan",
+    "QuantizedKernel",
+    "QuantizedOutput",
+    "calibrate",
+    "plan_quantization",
+    "quantize_model",
+    "quantized_kernels",
+    "quantized_outputs",
+    "quantizers",
+    "require_tf_keras",
+]

@@ -1,0 +1,76 @@
+"""Set activation-quantizer steps (and P1's binarization thresholds) from data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfxbar import tfmot_api
+from tfxbar.introspect import quantized_outputs
+
+__all__ = ["calibrate"]
+
+_QuantizeWrapper = tfmot_api.QuantizeWrapper
+
+
+def _as_array(data: Any, max_samples: int) -> np.ndarray:
+    if isinstance(data, tf.data.Dataset):
+        parts, count = [], 0
+        for batch in data:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            parts.append(np.asarray(x))
+            count += len(parts[-1])
+            if count >= max_samples:
+                break
+        if not parts:
+            raise ValueError("calibration dataset is empty")
+        data = np.concatenate(parts)
+    elif isinstance(data, (tuple, list)):
+        data = data[0]
+    array = np.asarray(data)
+    if array.size == 0:
+        raise ValueError("calibration data is empty")
+    return array[:max_samples]
+
+
+def calibrate(model: keras.Model, data: Any, *, max_samples: int = 2048,
+              batch_size: int = 256, verbose: bool = False) -> dict[str, float]:
+    """Choose every calibratable activation quantizer's step from `data`, in layer order.
+
+    For each quantizer, in topological order, the tensor that enters it is computed on the
+    calibration samples with the steps already chosen upstream, and the quantizer picks its
+    step (`ClippedRound.calibrated_step`: minimum squared error; `InputBinarizer`: its rule).
+    ``"learned"`` steps get a starting value, ``"calibrated"`` ones their final value,
+    ``"fixed"`` ones are left alone.
+
+    Arguments:
+        model: a model quantized by `tfxbar.quantize_model` or `quantize_apply(…, CrossbarScheme)`.
+        data: inputs as an array, an ``(x, y)`` tuple, or a `tf.data.Dataset` of x or (x, y).
+        max_samples: how many examples to use at most.
+        batch_size: batch size of the forward passes.
+        verbose: print each chosen step.
+
+    Returns:
+        The chosen step per layer name.
+    """
+    x = _as_array(data, max_samples)
+    chosen = {}
+    for output in quantized_outputs(model):
+        if not output.quantizer.calibratable:
+            continue
+        probe = keras.Model(model.inputs, output.input_tensor())
+        entering = probe.predict(x, batch_size=batch_size, verbose=0)
+        if isinstance(output.layer, _QuantizeWrapper):
+            # The quantizer sees the wrapped layer's output, not the wrapper's input.
+            entering = np.concatenate([
+                np.asarray(output.layer.layer(entering[i:i + batch_size], training=False))
+                for i in range(0, len(entering), batch_size)])
+        step = float(output.quantizer.calibrated_step(entering))
+        output.variables["step"].assign(step)
+        chosen[output.layer.name] = step
+        if verbose:
+            print(f"calibrated {output.layer.name}: step {step:.5g}")
+    return chosen

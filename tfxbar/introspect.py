@@ -1,0 +1,85 @@
+"""Read the quantizers back out of a quantized model: one place that knows tfmot's wrappers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import tf_keras as keras
+
+from tfxbar import tfmot_api
+from tfxbar.compat import require_tf_keras
+from tfxbar.quantizers import ActivationForm, ClippedRound, IntegerForm, WeightQuantizer
+
+__all__ = ["QuantizedKernel", "QuantizedOutput", "quantized_kernels", "quantized_outputs"]
+
+_QuantizeWrapper = tfmot_api.QuantizeWrapper
+_QuantizeLayer = tfmot_api.QuantizeLayer
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedKernel:
+    """A crossbar kernel in a quantized model: the clean variable, its quantizer and state."""
+
+    wrapper: keras.layers.Layer
+    kernel: Any
+    quantizer: WeightQuantizer
+    variables: dict[str, Any]
+
+    @property
+    def layer(self) -> keras.layers.Layer:
+        """The wrapped Keras layer (Dense, Conv2D, DepthwiseConv2D)."""
+        return self.wrapper.layer
+
+    def integer_form(self) -> IntegerForm:
+        """Integer codes, scale and offset of the kernel as the model currently holds it."""
+        return self.quantizer.integer_form(
+            self.kernel.numpy(), {k: v.numpy() for k, v in self.variables.items()})
+
+    def fake_quantized(self) -> np.ndarray:
+        """The kernel the forward pass uses, computed by the quantizer itself."""
+        return self.quantizer(self.kernel, False, self.variables).numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedOutput:
+    """An activation quantizer: on a wrapped layer's output, or a `QuantizeLayer` on an input."""
+
+    layer: keras.layers.Layer
+    quantizer: ClippedRound
+    variables: dict[str, Any]
+
+    def form(self) -> ActivationForm:
+        return self.quantizer.form({k: v.numpy() for k, v in self.variables.items()})
+
+    def input_tensor(self) -> Any:
+        """The symbolic tensor that enters this quantizer's layer."""
+        return self.layer.input
+
+
+def quantized_kernels(model: keras.Model) -> list[QuantizedKernel]:
+    """Every tfxbar-quantized kernel of `model`, in layer order."""
+    require_tf_keras(model)
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, _QuantizeWrapper):
+            for weight, quantizer, variables in layer._weight_vars:  # noqa: SLF001
+                if isinstance(quantizer, WeightQuantizer):
+                    found.append(QuantizedKernel(layer, weight, quantizer, dict(variables)))
+    return found
+
+
+def quantized_outputs(model: keras.Model) -> list[QuantizedOutput]:
+    """Every tfxbar activation quantizer of `model`, in layer (topological) order."""
+    require_tf_keras(model)
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, _QuantizeWrapper):
+            quantizers = layer._output_quantizers or []  # noqa: SLF001
+            if quantizers and isinstance(quantizers[0], ClippedRound):
+                found.append(QuantizedOutput(layer, quantizers[0],
+                                             dict(layer._output_quantizer_vars)))  # noqa: SLF001
+        elif isinstance(layer, _QuantizeLayer) and isinstance(layer.quantizer, ClippedRound):
+            found.append(QuantizedOutput(layer, layer.quantizer, dict(layer.quantizer_vars)))
+    return found

@@ -1,0 +1,150 @@
+"""Clipped-rounding activation quantizer: a = clip(round(x / s), 0, 2^k − 1) · s."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfxbar import tfmot_api
+from tfxbar.quantizers.ste import round_ste, scale_gradient
+
+__all__ = ["ActivationForm", "ClippedRound"]
+
+_EPS = 1e-8
+_STEP_MODES = ("learned", "calibrated", "fixed")
+_CALIBRATION_SAMPLE = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationForm:
+    """Integer form of an activation quantizer: code = clip(round(x / step), 0, 2^bits − 1)."""
+
+    step: np.float32
+    bits: int
+
+    @property
+    def top(self) -> int:
+        return 2 ** self.bits - 1
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        """Integer codes of real values `x`, rounding half to even like the Keras forward pass."""
+        v = np.clip(np.asarray(x, np.float32) / self.step, 0.0, float(self.top))
+        return np.round(v).astype(np.int32)
+
+
+def mse_step(values: np.ndarray, bits: int, candidates: int = 128) -> float:
+    """Step that minimises E[(q(x) − relu(x))²] over `values` (a grid over clipping ranges)."""
+    x = np.maximum(np.asarray(values, np.float32).ravel(), 0.0)
+    if x.size > _CALIBRATION_SAMPLE:
+        x = np.random.default_rng(0).choice(x, _CALIBRATION_SAMPLE, replace=False)
+    top = 2 ** bits - 1
+    hi = float(x.max()) if x.size else 0.0
+    if hi <= 0.0:
+        return 1.0
+    best_step, best_err = hi / top, np.inf
+    for clip in np.linspace(hi / candidates, hi, candidates, dtype=np.float32):
+        step = clip / top
+        err = float(np.mean((np.clip(np.round(x / step), 0, top) * step - x) ** 2))
+        if err < best_err:
+            best_step, best_err = float(step), err
+    return best_step
+
+
+@keras.utils.register_keras_serializable(package="tfxbar")
+class ClippedRound(tfmot_api.Quantizer):
+    """Unsigned clipped rounding, the coalesced BN + activation + quantization stage of P2.
+
+    a = clip(round(x / s), 0, 2^k − 1)·s. The clip at 0 is the ReLU, so a BN followed by this
+    quantizer needs no separate activation; the exporter folds the BN and this quantizer into
+    integer thresholds. Gradients pass straight through inside [0, (2^k − 1)·s].
+
+    The step s is
+    - ``"learned"``: trainable, with the LSQ gradient (which, like PACT, learns the clipping
+      range from the loss); `tfxbar.calibrate` gives it a data-driven starting value;
+    - ``"calibrated"``: set from data by `tfxbar.calibrate` (minimum squared error) and frozen;
+    - ``"fixed"``: `init_step`, never changed (e.g. 1/255 for 8-bit pixels).
+
+    Arguments:
+        bits: k, from 1 to 8.
+        step: ``"learned"``, ``"calibrated"`` or ``"fixed"``.
+        init_step: starting (or fixed) step; default 3/(2^k − 1), i.e. clipping at 3.
+
+    References:
+        Wang and Lin, ACM JETC 2019 (P2, coalescing); Choi et al., PACT, arXiv:1805.06085;
+        Esser et al., LSQ, ICLR 2020.
+
+    Example:
+        >>> q = ClippedRound(bits=3, step="fixed", init_step=0.5)
+        >>> q.form({"step": np.float32(0.5)}).codes(np.float32([-1.0, 0.74, 0.76, 9.0])).tolist()
+        [0, 1, 2, 7]
+    """
+
+    def __init__(self, bits: int = 4, step: str = "learned", init_step: float | None = None) -> None:
+        if not 1 <= int(bits) <= 8:
+            raise ValueError(f"activation bits must be in 1..8, got {bits}")
+        if step not in _STEP_MODES:
+            raise ValueError(f"step must be one of {_STEP_MODES}, got {step!r}")
+        self.num_bits = int(bits)
+        self.step = step
+        self.init_step = float(init_step) if init_step is not None else 3.0 / (2 ** int(bits) - 1)
+        if self.init_step <= 0:
+            raise ValueError(f"init_step must be > 0, got {init_step}")
+
+    @property
+    def top(self) -> int:
+        return 2 ** self.num_bits - 1
+
+    @property
+    def calibratable(self) -> bool:
+        return self.step != "fixed"
+
+    def build(self, tensor_shape: tf.TensorShape, name: str, layer: Any) -> dict[str, Any]:
+        per_example = [d for d in tensor_shape[1:]]
+        self._elements = float(np.prod([d or 1 for d in per_example])) if per_example else 1.0
+        variable = layer.add_weight(
+            f"{name}_step", shape=(), trainable=self.step == "learned",
+            initializer=keras.initializers.Constant(self.init_step),
+        )
+        return {"step": variable}
+
+    def _step(self, weights: dict[str, Any]) -> tf.Tensor:
+        step = tf.convert_to_tensor(weights["step"])
+        if self.step == "learned":
+            step = scale_gradient(step, 1.0 / math.sqrt(getattr(self, "_elements", 1.0) * self.top))
+        return tf.maximum(step, _EPS)
+
+    def __call__(self, inputs: tf.Tensor, training: Any, weights: dict[str, Any],
+                 **kwargs: Any) -> tf.Tensor:
+        step = self._step(weights)
+        return round_ste(tf.clip_by_value(inputs / step, 0.0, float(self.top))) * step
+
+    def form(self, weights: dict[str, Any]) -> ActivationForm:
+        """The integer form: the step as the forward pass uses it, and the bits."""
+        step = max(float(np.asarray(weights["step"])), _EPS)
+        return ActivationForm(step=np.float32(step), bits=self.num_bits)
+
+    def calibrated_step(self, values: np.ndarray) -> float:
+        """The step chosen from samples of this quantizer's input (minimum squared error)."""
+        return mse_step(values, self.num_bits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"bits": self.num_bits, "step": self.step, "init_step": self.init_step}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ClippedRound:
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
