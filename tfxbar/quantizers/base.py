@@ -44,6 +44,10 @@ class WeightQuantizer(tfmot_api.Quantizer, abc.ABC):
         self.per_channel = bool(per_channel)
         self.cell_view = cell_view
         self.channel_axis = int(channel_axis)
+        #: Set by `tfxbar.variation` to perturb the cells behind the weights; never serialized.
+        #: Called as ``cell_noise(quantizer, codes, scale, offset, training)`` and returns the
+        #: kernel the forward pass uses; None means ideal cells.
+        self.cell_noise: Any = None
 
     # -- what subclasses provide -------------------------------------------------------------
     @property
@@ -67,6 +71,8 @@ class WeightQuantizer(tfmot_api.Quantizer, abc.ABC):
     def __call__(self, inputs: tf.Tensor, training: Any, weights: dict[str, Any],
                  **kwargs: Any) -> tf.Tensor:
         codes, scale, offset = self.parts(inputs, weights)
+        if self.cell_noise is not None:
+            return self.cell_noise(self, codes, scale, offset, training)
         return scale * (codes - offset)
 
     def get_config(self) -> dict[str, Any]:
