@@ -13,7 +13,6 @@ from tfxbar.introspect import quantized_outputs
 
 __all__ = ["calibrate"]
 
-_QuantizeWrapper = tfmot_api.QuantizeWrapper
 
 
 def _as_array(data: Any, max_samples: int) -> np.ndarray:
@@ -62,14 +61,17 @@ def calibrate(model: keras.Model, data: Any, *, max_samples: int = 2048,
         if not output.quantizer.calibratable:
             continue
         probe = keras.Model(model.inputs, output.input_tensor())
-        entering = probe.predict(x, batch_size=batch_size, verbose=0)
-        if isinstance(output.layer, _QuantizeWrapper):
-            # The quantizer sees the wrapped layer's output, not the wrapper's input.
-            entering = np.concatenate([
-                np.asarray(output.layer.layer(entering[i:i + batch_size], training=False))
-                for i in range(0, len(entering), batch_size)])
+        layer = output.layer.layer if isinstance(output.layer, tfmot_api.QuantizeWrapper) else None
+        parts = []
+        for start in range(0, len(x), batch_size):
+            # Eager calls: one probe per quantizer would otherwise retrace a predict function.
+            entering = probe(x[start:start + batch_size], training=False)
+            if layer is not None:  # the quantizer sees the wrapped layer's output
+                entering = layer(entering, training=False)
+            parts.append(np.asarray(entering))
+        entering = np.concatenate(parts)
         step = float(output.quantizer.calibrated_step(entering))
-        output.variables["step"].assign(step)
+        output.quantizer.set_step(output.variables, step)
         chosen[output.layer.name] = step
         if verbose:
             print(f"calibrated {output.layer.name}: step {step:.5g}")

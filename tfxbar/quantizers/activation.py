@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfxbar import tfmot_api
-from tfxbar.quantizers.ste import round_ste, scale_gradient
+from tfxbar.quantizers.ste import round_ste
 
 __all__ = ["ActivationForm", "ClippedRound"]
 
@@ -64,8 +64,9 @@ class ClippedRound(tfmot_api.Quantizer):
     integer thresholds. Gradients pass straight through inside [0, (2^k − 1)·s].
 
     The step s is
-    - ``"learned"``: trainable, with the LSQ gradient (which, like PACT, learns the clipping
-      range from the loss); `tfxbar.calibrate` gives it a data-driven starting value;
+    - ``"learned"``: trainable (in log space), with the LSQ straight-through gradient, which
+      like PACT learns the clipping range from the loss; `tfxbar.calibrate` gives it a
+      data-driven starting value;
     - ``"calibrated"``: set from data by `tfxbar.calibrate` (minimum squared error) and frozen;
     - ``"fixed"``: `init_step`, never changed (e.g. 1/255 for 8-bit pixels).
 
@@ -80,7 +81,7 @@ class ClippedRound(tfmot_api.Quantizer):
 
     Example:
         >>> q = ClippedRound(bits=3, step="fixed", init_step=0.5)
-        >>> q.form({"step": np.float32(0.5)}).codes(np.float32([-1.0, 0.74, 0.76, 9.0])).tolist()
+        >>> q.form({"step": 0.5}).codes(np.float32([-1.0, 0.74, 0.76, 9.0])).tolist()
         [0, 1, 2, 7]
     """
 
@@ -104,19 +105,19 @@ class ClippedRound(tfmot_api.Quantizer):
         return self.step != "fixed"
 
     def build(self, tensor_shape: tf.TensorShape, name: str, layer: Any) -> dict[str, Any]:
-        per_example = [d for d in tensor_shape[1:]]
-        self._elements = float(np.prod([d or 1 for d in per_example])) if per_example else 1.0
-        variable = layer.add_weight(
-            f"{name}_step", shape=(), trainable=self.step == "learned",
-            initializer=keras.initializers.Constant(self.init_step),
-        )
-        return {"step": variable}
+        if self.step == "learned":
+            # Log-parametrised: Adam's steps are O(lr) whatever the gradient's scale, which
+            # would push a small linear step (≈0.01 at 8 bits) through zero in a few updates.
+            return {"log_step": layer.add_weight(
+                f"{name}_log_step", shape=(), trainable=True,
+                initializer=keras.initializers.Constant(math.log(self.init_step)))}
+        return {"step": layer.add_weight(f"{name}_step", shape=(), trainable=False,
+                                         initializer=keras.initializers.Constant(self.init_step))}
 
     def _step(self, weights: dict[str, Any]) -> tf.Tensor:
-        step = tf.convert_to_tensor(weights["step"])
-        if self.step == "learned":
-            step = scale_gradient(step, 1.0 / math.sqrt(getattr(self, "_elements", 1.0) * self.top))
-        return tf.maximum(step, _EPS)
+        if "log_step" in weights:
+            return tf.maximum(tf.exp(tf.convert_to_tensor(weights["log_step"])), _EPS)
+        return tf.maximum(tf.convert_to_tensor(weights["step"]), _EPS)
 
     def __call__(self, inputs: tf.Tensor, training: Any, weights: dict[str, Any],
                  **kwargs: Any) -> tf.Tensor:
@@ -124,9 +125,18 @@ class ClippedRound(tfmot_api.Quantizer):
         return round_ste(tf.clip_by_value(inputs / step, 0.0, float(self.top))) * step
 
     def form(self, weights: dict[str, Any]) -> ActivationForm:
-        """The integer form: the step as the forward pass uses it, and the bits."""
-        step = max(float(np.asarray(weights["step"])), _EPS)
-        return ActivationForm(step=np.float32(step), bits=self.num_bits)
+        """The integer form, with the step computed by the same TensorFlow ops as the forward pass."""
+        tensors = {k: tf.convert_to_tensor(np.asarray(v)) for k, v in weights.items()}
+        return ActivationForm(step=np.float32(self._step(tensors).numpy()), bits=self.num_bits)
+
+    def set_step(self, weights: dict[str, Any], step: float) -> None:
+        """Assign `step` to this quantizer's variable (e.g. after calibration)."""
+        if step <= 0:
+            raise ValueError(f"step must be > 0, got {step}")
+        if "log_step" in weights:
+            weights["log_step"].assign(math.log(step))
+        else:
+            weights["step"].assign(step)
 
     def calibrated_step(self, values: np.ndarray) -> float:
         """The step chosen from samples of this quantizer's input (minimum squared error)."""

@@ -21,7 +21,7 @@ class BiasedWeights(WeightQuantizer):
 
     One cell per weight holds c; the bias b is applied once per column, digitally or through
     a reference column: Σᵢ s(cᵢ − b)xᵢ = s(Σᵢ cᵢxᵢ − b·Σᵢ xᵢ). s and b are trainable per output
-    channel with LSQ-style straight-through gradients; b is kept on a grid of 2^−f so the
+    channel with LSQ-style straight-through gradients (s in log space); b is kept on a grid of 2^−f so the
     column correction b·Σx stays a fixed-point product in hardware.
 
     They are initialised from the layer's kernel when it is available (a pretrained float
@@ -85,17 +85,18 @@ class BiasedWeights(WeightQuantizer):
         scale, offset = self._initial_values(kernel_value, shape)
         keep = self._keep_shape(shape)
         return {
-            "scale": layer.add_weight(f"{name}_scale", shape=keep, trainable=True,
-                                      initializer=keras.initializers.Constant(scale)),
+            # Log-parametrised so Adam's O(lr) updates are relative and never cross zero.
+            "log_scale": layer.add_weight(f"{name}_log_scale", shape=keep, trainable=True,
+                                          initializer=keras.initializers.Constant(np.log(scale))),
             "offset": layer.add_weight(f"{name}_offset", shape=keep, trainable=True,
                                        initializer=keras.initializers.Constant(offset)),
         }
 
     def parts(self, w: tf.Tensor, weights: dict[str, Any]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        per_param = float(np.prod([d for d in w.shape])) / float(np.prod(weights["scale"].shape))
-        grad_scale = 1.0 / math.sqrt(per_param * self.top)
-        scale = self._positive(scale_gradient(tf.convert_to_tensor(weights["scale"]), grad_scale))
-        offset = scale_gradient(tf.convert_to_tensor(weights["offset"]), grad_scale)
+        per_param = float(np.prod([d for d in w.shape])) / float(np.prod(weights["offset"].shape))
+        scale = self._positive(tf.exp(tf.convert_to_tensor(weights["log_scale"])))
+        offset = scale_gradient(tf.convert_to_tensor(weights["offset"]),
+                                1.0 / math.sqrt(per_param * self.top))
         if self.offset_frac_bits is not None:
             unit = 2.0 ** self.offset_frac_bits  # power of two: the division below is exact
             offset = round_ste(offset * unit) / unit

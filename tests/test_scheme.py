@@ -1,0 +1,135 @@
+"""Configs, CrossbarScheme, quantize_model, calibrate: through tfmot's own entry points too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from toys import tiny_cnn, toy_data
+
+import tfxbar
+from tfxbar.quantizers import BinaryWeights, ClippedRound, InputBinarizer, UniformWeights
+
+QK = tfmot.quantization.keras
+
+
+def _layer_types(model: keras.Model) -> dict[str, str]:
+    return {layer.name: type(layer).__name__ for layer in model.layers}
+
+
+@pytest.mark.parametrize("preset", sorted(tfxbar.PRESETS))
+def test_every_preset_quantizes_every_crossbar_layer(preset):
+    x, _ = toy_data(32)
+    model = tfxbar.quantize_model(tiny_cnn(), preset, calibration_data=x)
+    kernels = tfxbar.quantized_kernels(model)
+    assert [k.layer.name for k in kernels] == ["conv2d", "dense", "dense_1"]
+    spec = tfxbar.PRESETS[preset]
+    assert type(kernels[0].quantizer) is type(spec.conv.weights)
+    assert type(kernels[1].quantizer) is type(spec.dense.weights)
+    # Each crossbar layer reads integer codes: the model input, Flatten and the second ReLU.
+    outputs = {o.layer.name: o.quantizer for o in tfxbar.quantized_outputs(model)}
+    assert set(outputs) == {"conv2d_input_codes", "quant_flatten", "quant_re_lu_1"}
+    assert outputs["conv2d_input_codes"] == tfxbar.scheme.pixel_input()
+    assert type(outputs["quant_flatten"]) is type(spec.dense.inputs)
+    # BN stays a BatchNormalization layer while training (the exporter folds it).
+    assert _layer_types(model)["batch_normalization"] == "BatchNormalization"
+    assert model.predict(x[:4], verbose=0).shape == (4, 4)
+
+
+def test_plan_reports_unsupported_layers_and_strict_raises():
+    inputs = keras.Input((8, 3))
+    h = keras.layers.Conv1D(4, 3)(inputs)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(2)(h)
+    model = keras.Model(inputs, outputs)
+    plan = tfxbar.plan_quantization(model, "w4a3")
+    assert plan.float_layers == ["conv1d"]
+    report = str(plan)
+    assert "conv1d" in report and "Conv1D has no crossbar mapping" in report
+    assert "NOT quantized (left float): conv1d" in report
+    with pytest.raises(ValueError, match="conv1d"):
+        tfxbar.quantize_model(model, "w4a3", strict=True)
+    quantized = tfxbar.quantize_model(model, "w4a3")
+    assert [k.layer.name for k in tfxbar.quantized_kernels(quantized)] == ["dense"]
+
+
+def test_layer_specs_override_one_layer_and_unknown_names_fail():
+    first = tfxbar.LayerSpec(UniformWeights(8), ClippedRound(8))
+    plan = tfxbar.plan_quantization(tiny_cnn(), "w2a2-biased", {"dense_1": first})
+    assert plan.layers["dense_1"].weights == UniformWeights(8)
+    assert plan.layers["re_lu_1"].output == ClippedRound(8)
+    assert plan.layers["dense"].weights.num_bits == 2
+    with pytest.raises(ValueError, match="not in the model.*dense_9"):
+        tfxbar.plan_quantization(tiny_cnn(), "w4a3", {"dense_9": first})
+    with pytest.raises(ValueError, match="unknown preset"):
+        tfxbar.plan_quantization(tiny_cnn(), "w3a3")
+
+
+def test_configs_work_with_stock_tfmot_annotate_and_apply():
+    model = keras.Sequential([
+        keras.layers.Flatten(input_shape=(4, 4)),
+        QK.quantize_annotate_layer(keras.layers.Dense(6), tfxbar.CrossbarConfig(BinaryWeights())),
+        keras.layers.ReLU(),
+        QK.quantize_annotate_layer(keras.layers.Dense(3),
+                                   tfxbar.CrossbarConfig(UniformWeights(4), ClippedRound(3))),
+    ])
+    quantized = QK.quantize_apply(model)  # tfmot's default scheme, our configs
+    kernels = {k.layer.name: k for k in tfxbar.quantized_kernels(quantized)}
+    assert set(kernels) == {"dense", "dense_1"}
+    assert np.unique(np.abs(kernels["dense"].fake_quantized()).round(6), axis=0).shape[0] == 1
+    out = quantized.predict(np.random.rand(5, 4, 4), verbose=0)
+    step = tfxbar.quantized_outputs(quantized)[-1].form().step
+    np.testing.assert_allclose(out / step, np.clip(np.round(out / step), 0, 7), atol=1e-4)
+
+
+def test_scheme_with_quantize_apply_keeps_batch_norm_and_skips_8bit_transforms():
+    annotated = QK.quantize_annotate_model(tiny_cnn())
+    scheme = tfxbar.CrossbarScheme("w4a3")
+    quantized = QK.quantize_apply(annotated, scheme)
+    types = _layer_types(quantized)
+    assert types["batch_normalization"] == "BatchNormalization"
+    assert "QuantizeLayer" in types.values()
+    assert scheme.plan.layers["conv2d"].weights == UniformWeights(4)
+    default = QK.quantize_apply(QK.quantize_annotate_model(tiny_cnn()))
+    assert "batch_normalization" not in _layer_types(default)  # tfmot folds it; we do not
+
+
+def test_keras3_models_are_refused_with_a_pointer_to_tf_keras():
+    import keras as keras3
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    for call in (lambda: tfxbar.quantize_model(model, "w4a3"),
+                 lambda: tfxbar.plan_quantization(model, "w4a3"),
+                 lambda: tfxbar.quantized_kernels(model)):
+        with pytest.raises(TypeError, match="import tf_keras as keras"):
+            call()
+
+
+def test_calibrate_sets_binarizer_threshold_from_the_dense_input_distribution():
+    x, _ = toy_data(128)
+    model = tfxbar.quantize_model(tiny_cnn(), "binary-dense")
+    chosen = tfxbar.calibrate(model, x)
+    assert set(chosen) == {"quant_flatten", "quant_re_lu_1"}  # the fixed pixel step is left alone
+    flatten = next(o for o in tfxbar.quantized_outputs(model) if o.layer.name == "quant_flatten")
+    entering = keras.Model(model.inputs, flatten.layer.input).predict(x, verbose=0)
+    expected = InputBinarizer().calibrated_step(entering.reshape(len(x), -1))
+    assert float(flatten.form().step) == pytest.approx(expected, rel=1e-5)
+
+
+def test_missing_calibration_data_for_binarizer_warns():
+    with pytest.warns(UserWarning, match="calibration_data"):
+        tfxbar.quantize_model(tiny_cnn(), "binary-dense")
+
+
+@pytest.mark.parametrize("preset", ["w4a3", "binary-dense", "w2a2-biased", "binary-mlp"])
+def test_training_a_tiny_quantized_model_lowers_the_loss(preset):
+    x, y = toy_data(256)
+    model = tfxbar.quantize_model(tiny_cnn(), preset, calibration_data=x)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    before = model.evaluate(x, y, verbose=0)[0]
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+    after, accuracy = model.evaluate(x, y, verbose=0)
+    assert after < 0.8 * before
+    assert accuracy > 0.5  # four classes: chance is 0.25
