@@ -12,6 +12,7 @@ import tf_keras as keras
 
 from tfxbar import tfmot_api
 from tfxbar.quantizers.ste import round_ste
+from tfxbar.quantizers.variable_order import inner_weights_first
 
 __all__ = ["ActivationForm", "ClippedRound"]
 
@@ -105,6 +106,7 @@ class ClippedRound(tfmot_api.Quantizer):
         return self.step != "fixed"
 
     def build(self, tensor_shape: tf.TensorShape, name: str, layer: Any) -> dict[str, Any]:
+        inner_weights_first(layer)
         if self.step == "learned":
             # Log-parametrised: Adam's steps are O(lr) whatever the gradient's scale, which
             # would push a small linear step (≈0.01 at 8 bits) through zero in a few updates.

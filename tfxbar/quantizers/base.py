@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfxbar import tfmot_api
 from tfxbar.quantizers.integer_form import CELL_VIEWS, IntegerForm
+from tfxbar.quantizers.variable_order import inner_weights_first
 
 __all__ = ["WeightQuantizer"]
 
@@ -66,6 +67,7 @@ class WeightQuantizer(tfmot_api.Quantizer, abc.ABC):
 
     # -- tfmot Quantizer ---------------------------------------------------------------------
     def build(self, tensor_shape: tf.TensorShape, name: str, layer: Any) -> dict[str, Any]:
+        inner_weights_first(layer)
         return {}
 
     def __call__(self, inputs: tf.Tensor, training: Any, weights: dict[str, Any],

@@ -82,6 +82,7 @@ class BiasedWeights(WeightQuantizer):
             kernel_value = None if kernel is None else np.asarray(kernel.numpy(), np.float32)
         except (AttributeError, NotImplementedError, ValueError):
             kernel_value = None  # symbolic or not yet created: load_model restores the values
+        super().build(tensor_shape, name, layer)  # fixes the wrapper's weight order
         scale, offset = self._initial_values(kernel_value, shape)
         keep = self._keep_shape(shape)
         return {

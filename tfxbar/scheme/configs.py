@@ -37,11 +37,22 @@ def kernel_attribute(layer: keras.layers.Layer) -> tuple[str, int]:
 
 
 def _serialize(obj: Any) -> Any:
-    return None if obj is None else keras.utils.serialize_keras_object(obj)
+    if obj is None:
+        return None
+    return {"class_name": keras.utils.get_registered_name(type(obj)), "config": obj.get_config()}
 
 
 def _deserialize(config: Any) -> Any:
-    return None if config is None else keras.utils.deserialize_keras_object(config)
+    # Resolved by registered name ourselves: tf_keras' legacy (h5) deserializer only knows
+    # bare class names, the v3 one only registered names.
+    if config is None:
+        return None
+    name = config.get("registered_name") or config["class_name"]
+    cls = keras.utils.get_registered_object(name)
+    if cls is None:
+        raise ValueError(f"unknown quantizer {name!r} in a saved tfxbar config: import tfxbar "
+                         "(and the module defining it) before loading the model")
+    return cls.from_config(config["config"])
 
 
 @keras.utils.register_keras_serializable(package="tfxbar")
