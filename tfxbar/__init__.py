@@ -6,7 +6,7 @@ so `tf_keras.models.load_model` restores quantized models without custom-object 
 
 import tf_keras as keras
 
-from tfxbar import quantizers, tfmot_api
+from tfxbar import models, quantizers, tfmot_api
 from tfxbar.calibration import calibrate
 from tfxbar.compat import require_tf_keras
 from tfxbar.introspect import QuantizedKernel, QuantizedOutput, quantized_kernels, quantized_outputs
@@ -45,6 +45,7 @@ __all__ = [
     "quantize_model",
     "quantized_kernels",
     "quantized_outputs",
+    "models",
     "quantizers",
     "require_tf_keras",
 ]
