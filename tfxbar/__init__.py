@@ -9,6 +9,15 @@ import tf_keras as keras
 from tfxbar import models, quantizers, tfmot_api
 from tfxbar.calibration import calibrate
 from tfxbar.compat import require_tf_keras
+from tfxbar.export import (
+    ConversionError,
+    ConverterConfig,
+    CrossbarConverter,
+    FormatError,
+    Interpreter,
+    Program,
+    load_program,
+)
 from tfxbar.introspect import QuantizedKernel, QuantizedOutput, quantized_kernels, quantized_outputs
 from tfxbar.quantize import quantize_model
 from tfxbar.scheme import (
@@ -32,6 +41,12 @@ for _cls in (tfmot_api.QuantizeWrapperV2, tfmot_api.QuantizeWrapper,
 
 __all__ = [
     "PRESETS",
+    "ConversionError",
+    "ConverterConfig",
+    "CrossbarConverter",
+    "FormatError",
+    "Interpreter",
+    "Program",
     "CrossbarConfig",
     "CrossbarScheme",
     "LayerSpec",
@@ -41,6 +56,7 @@ __all__ = [
     "QuantizedKernel",
     "QuantizedOutput",
     "calibrate",
+    "load_program",
     "plan_quantization",
     "quantize_model",
     "quantized_kernels",

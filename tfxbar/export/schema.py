@@ -1,0 +1,385 @@
+"""Version-1 schema of the program file: header checks and the arrays each op must carry.
+
+Every check raises `FormatError(field, problem)`. `check_header` validates the JSON header
+(keys, types, ranges, shape consistency between ops); `expected_arrays` returns, for each
+array the header implies, a function that checks its dtype, shape and values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tfxbar.export.errors import FormatError
+
+__all__ = ["check_header", "expected_arrays"]
+
+Check = Callable[[str, np.ndarray], None]
+_OP_KEYS = {"name", "kind", "in_shape", "out_shape", "out_max", "tap", "attrs"}
+_OPTION_KEYS = {"tile_rows", "tile_cols", "weight_mapping", "cell_bits", "dac_bits", "adc_bits",
+                "adc_range", "accumulator_bits", "accumulator_mode"}
+_ATTR_KEYS = {
+    "crossbar": {"layer_type", "rows", "cols", "kernel", "strides", "pads", "input_max", "mapping",
+                 "polarities", "slices",
+                 "slice_bits", "offset_shift", "reference", "tiles", "input_bits", "dac_bits", "dac_cycles",
+                 "adc_range", "adc_bits", "adc_bits_lossless", "acc_bits_required"},
+    "threshold": {"bits"},
+    "max_pool": {"pool", "strides", "pads"},
+    "sum_pool": {"global", "pool", "strides"},
+    "flatten": set(),
+    "dequantize": {"chain"},
+}
+
+
+def _fail(field: str, problem: str) -> None:
+    raise FormatError(field, problem)
+
+
+def _keys(value: Any, field: str, required: set[str], optional: frozenset[str] = frozenset()) -> None:
+    if not isinstance(value, dict):
+        _fail(field, f"must be an object, got {type(value).__name__}")
+    missing = sorted(required - set(value))
+    if missing:
+        _fail(f"{field}.{missing[0]}", "missing field")
+    extra = sorted(set(value) - required - optional)
+    if extra:
+        _fail(f"{field}.{extra[0]}", "unexpected field")
+
+
+def _int(value: Any, field: str, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(field, f"must be an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        _fail(field, f"must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _num(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(field, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _ints(value: Any, field: str, length: int | None, lo: int = 0) -> list[int]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        _fail(field, f"must be a list of {length or 'some'} integers, got {value!r}")
+    return [_int(v, f"{field}[{i}]", lo) for i, v in enumerate(value)]
+
+
+def _choice(value: Any, field: str, choices: tuple) -> Any:
+    if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+        _fail(field, f"must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_header(header: Any) -> None:
+    """Validate the whole header; FormatError naming the first bad field."""
+    _keys(header, "header", {"format", "version", "producer", "options", "input", "ops"})
+    if header["format"] != "tfxbar-program":
+        _fail("format", f"must be 'tfxbar-program', got {header['format']!r}")
+    version = _int(header["version"], "version")
+    if version != 1:
+        _fail("version", f"unsupported version {version}; this reader supports version 1")
+    if not isinstance(header["producer"], str):
+        _fail("producer", "must be a string")
+    _check_options(header["options"])
+    spec = header["input"]
+    _keys(spec, "input", {"name", "shape", "bits", "scale"})
+    if not isinstance(spec["name"], str):
+        _fail("input.name", "must be a string")
+    _ints(spec["shape"], "input.shape", None, lo=1)
+    _int(spec["bits"], "input.bits", 1, 16)
+    if _num(spec["scale"], "input.scale") <= 0:
+        _fail("input.scale", "must be > 0")
+    ops = header["ops"]
+    if not isinstance(ops, list) or not ops:
+        _fail("ops", "must be a non-empty list")
+    shape, top = list(spec["shape"]), 2 ** spec["bits"] - 1
+    for i, op in enumerate(ops):
+        shape, top = _check_op(op, f"ops[{i}]", shape, top, header["options"], i == len(ops) - 1)
+
+
+def _check_options(options: Any) -> None:
+    _keys(options, "options", _OPTION_KEYS)
+    _int(options["tile_rows"], "options.tile_rows", 2)
+    _int(options["tile_cols"], "options.tile_cols", 2)
+    _choice(options["weight_mapping"], "options.weight_mapping",
+            ("auto", "differential", "offset", "bit_sliced"))
+    for key in ("cell_bits", "dac_bits", "adc_bits"):
+        if options[key] is not None:
+            _int(options[key], f"options.{key}", 1, 32)
+    _choice(options["adc_range"], "options.adc_range", ("lossless", "clip", "calibrated"))
+    _int(options["accumulator_bits"], "options.accumulator_bits", 2, 64)
+    _choice(options["accumulator_mode"], "options.accumulator_mode", ("saturate", "wrap"))
+
+
+def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: dict,
+              last: bool) -> tuple[list[int], int | None]:
+    _keys(op, field, _OP_KEYS)
+    if not isinstance(op["name"], str) or not op["name"]:
+        _fail(f"{field}.name", "must be a non-empty string")
+    kind = op["kind"]
+    if kind not in _ATTR_KEYS:
+        _fail(f"{field}.kind", f"unknown op kind {kind!r}; known: {sorted(_ATTR_KEYS)}")
+    if (kind == "dequantize") != last:
+        _fail(f"{field}.kind", "the last op, and only the last, must be 'dequantize'")
+    if op["tap"] is not None and not isinstance(op["tap"], str):
+        _fail(f"{field}.tap", "must be null or a string")
+    in_shape = _ints(op["in_shape"], f"{field}.in_shape", None, lo=1)
+    out_shape = _ints(op["out_shape"], f"{field}.out_shape", None, lo=1)
+    if in_shape != shape:
+        _fail(f"{field}.in_shape", f"{in_shape} does not match the previous output shape {shape}")
+    out_max = op["out_max"]
+    if out_max is not None:
+        _int(out_max, f"{field}.out_max", 1)
+    attrs = op["attrs"]
+    a = f"{field}.attrs"
+    optional = frozenset({"pool", "strides"}) if kind == "sum_pool" else frozenset()
+    _keys(attrs, a, _ATTR_KEYS[kind] - optional, optional)
+    expect_out, expect_max = in_shape, top
+    if kind == "crossbar":
+        expect_out, expect_max = _check_crossbar(attrs, a, in_shape, top, options), None
+    elif kind == "threshold":
+        expect_max = 2 ** _int(attrs["bits"], f"{a}.bits", 1, 16) - 1
+    elif kind in ("max_pool", "sum_pool"):
+        expect_out, expect_max = _check_pool(kind, attrs, a, in_shape, top)
+    elif kind == "flatten":
+        expect_out = [int(np.prod(in_shape))]
+    elif kind == "dequantize":
+        expect_max = None
+        _check_chain(attrs["chain"], f"{a}.chain")
+    if out_shape != list(expect_out):
+        _fail(f"{field}.out_shape", f"{out_shape} does not match the op's geometry {list(expect_out)}")
+    if out_max != expect_max:
+        _fail(f"{field}.out_max", f"must be {expect_max}, got {out_max}")
+    return out_shape, out_max
+
+
+def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, options: dict) -> list[int]:
+    layer = _choice(attrs["layer_type"], f"{a}.layer_type", ("Dense", "Conv2D"))
+    kh, kw = _ints(attrs["kernel"], f"{a}.kernel", 2, lo=1)
+    sh, sw = _ints(attrs["strides"], f"{a}.strides", 2, lo=1)
+    pads = _ints(attrs["pads"], f"{a}.pads", 4)
+    if top is None:
+        _fail(f"{a}.input_max", "a crossbar's input must be integer codes (previous op has out_max null)")
+    if _int(attrs["input_max"], f"{a}.input_max", 1) < top:
+        _fail(f"{a}.input_max", f"{attrs['input_max']} is below the previous op's out_max {top}")
+    mapping = _choice(attrs["mapping"], f"{a}.mapping", ("differential", "offset"))
+    want = [1, -1] if mapping == "differential" else [1]
+    if attrs["polarities"] != want:
+        _fail(f"{a}.polarities", f"must be {want} for the {mapping} mapping")
+    if _choice(attrs["reference"], f"{a}.reference", (True, False)) != (mapping == "offset"):
+        _fail(f"{a}.reference", "must be true exactly for the offset mapping")
+    _int(attrs["slices"], f"{a}.slices", 1, 16)
+    _int(attrs["slice_bits"], f"{a}.slice_bits", 1, 8)
+    _int(attrs["offset_shift"], f"{a}.offset_shift", 0, 24)
+    input_bits = _int(attrs["input_bits"], f"{a}.input_bits", 1, 32)
+    if input_bits != int(attrs["input_max"]).bit_length():
+        _fail(f"{a}.input_bits", "must be the bit length of input_max")
+    dac = _int(attrs["dac_bits"], f"{a}.dac_bits", 1, input_bits)
+    if _int(attrs["dac_cycles"], f"{a}.dac_cycles", 1) != -(-input_bits // dac):
+        _fail(f"{a}.dac_cycles", "must be ceil(input_bits / dac_bits)")
+    _choice(attrs["adc_range"], f"{a}.adc_range", ("lossless", "clip", "calibrated"))
+    _int(attrs["adc_bits"], f"{a}.adc_bits", 1, 62)
+    _int(attrs["adc_bits_lossless"], f"{a}.adc_bits_lossless", 1, 62)
+    _int(attrs["acc_bits_required"], f"{a}.acc_bits_required", 1, 64)
+    tiles = attrs["tiles"]
+    if not isinstance(tiles, list) or not tiles:
+        _fail(f"{a}.tiles", "must be a non-empty list")
+    for t, tile in enumerate(tiles):
+        _keys(tile, f"{a}.tiles[{t}]", {"reference"})
+        _choice(tile["reference"], f"{a}.tiles[{t}].reference", (True, False))
+    rows = _int(attrs["rows"], f"{a}.rows", 1)
+    cols = _int(attrs["cols"], f"{a}.cols", 1)
+    if layer == "Dense":
+        if len(in_shape) != 1 or [kh, kw, sh, sw] != [1, 1, 1, 1] or any(pads):
+            _fail(f"{a}", "a Dense crossbar needs a rank-1 input, kernel/strides [1, 1] and zero pads")
+        if rows != in_shape[0]:
+            _fail(f"{a}.rows", f"must equal the input features {in_shape[0]}, got {rows}")
+        return [cols]
+    if len(in_shape) != 3:
+        _fail(f"{a}", f"a Conv2D crossbar needs an HWC input, got {in_shape}")
+    if rows != kh * kw * in_shape[2]:
+        _fail(f"{a}.rows", f"must equal kernel height × width × input channels, got {rows}")
+    oh = (in_shape[0] + pads[0] + pads[1] - kh) // sh + 1
+    ow = (in_shape[1] + pads[2] + pads[3] - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        _fail(f"{a}.kernel", "larger than the padded input")
+    return [oh, ow, cols]
+
+
+def _check_pool(kind: str, attrs: dict, a: str, in_shape: list[int],
+                top: int | None) -> tuple[list, int | None]:
+    if len(in_shape) != 3:
+        _fail(a, f"pooling needs an HWC input, got {in_shape}")
+    if kind == "sum_pool" and _choice(attrs["global"], f"{a}.global", (True, False)):
+        if set(attrs) != {"global"}:
+            _fail(a, "a global sum_pool has no pool/strides")
+        k, out = in_shape[0] * in_shape[1], [in_shape[2]]
+    else:
+        if kind == "sum_pool" and set(attrs) != {"global", "pool", "strides"}:
+            _fail(a, "a windowed sum_pool needs pool and strides")
+        ph, pw = _ints(attrs["pool"], f"{a}.pool", 2, lo=1)
+        sh, sw = _ints(attrs["strides"], f"{a}.strides", 2, lo=1)
+        pads = _ints(attrs["pads"], f"{a}.pads", 4) if kind == "max_pool" else [0, 0, 0, 0]
+        oh = (in_shape[0] + pads[0] + pads[1] - ph) // sh + 1
+        ow = (in_shape[1] + pads[2] + pads[3] - pw) // sw + 1
+        if oh < 1 or ow < 1 or max(pads[0], pads[1]) >= ph or max(pads[2], pads[3]) >= pw:
+            _fail(f"{a}.pool", "inconsistent with the input and pads")
+        k, out = ph * pw, [oh, ow, in_shape[2]]
+    if kind == "max_pool":
+        if top is None:
+            _fail(a, "max_pool needs integer codes as input")
+        return out, top
+    return out, None if top is None else top * k
+
+
+def _check_chain(chain: Any, field: str) -> None:
+    if not isinstance(chain, list) or not chain:
+        _fail(field, "must be a non-empty list of stages")
+    for j, stage in enumerate(chain):
+        f = f"{field}[{j}]"
+        kind = stage.get("kind") if isinstance(stage, dict) else None
+        if kind == "affine":
+            _keys(stage, f, {"kind"})
+        elif kind == "relu":
+            _keys(stage, f, {"kind", "max_value", "negative_slope", "threshold"})
+            if stage["max_value"] is not None:
+                _num(stage["max_value"], f"{f}.max_value")
+            if _num(stage["negative_slope"], f"{f}.negative_slope") < 0:
+                _fail(f"{f}.negative_slope", "must be >= 0")
+            _num(stage["threshold"], f"{f}.threshold")
+        elif kind == "softmax":
+            _keys(stage, f, {"kind"})
+            if j != len(chain) - 1:
+                _fail(f, "softmax must be the last stage")
+        else:
+            _fail(f"{f}.kind", f"must be 'affine', 'relu' or 'softmax', got {kind!r}")
+
+
+# -- arrays ------------------------------------------------------------------------------------
+def _array(dtype: str, shape: tuple[int, ...], lo: int | None = None, hi: int | None = None) -> Check:
+    def check(name: str, value: np.ndarray) -> None:
+        if not isinstance(value, np.ndarray) or value.dtype != np.dtype(dtype):
+            _fail(name, f"dtype must be {dtype}, got {getattr(value, 'dtype', type(value).__name__)}")
+        if value.shape != tuple(shape):
+            _fail(name, f"shape must be {tuple(shape)}, got {value.shape}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            _fail(name, "values must be finite")
+        if value.size and lo is not None and int(value.min()) < lo:
+            _fail(name, f"value {int(value.min())} out of range [{lo}, {hi}]")
+        if value.size and hi is not None and int(value.max()) > hi:
+            _fail(name, f"value {int(value.max())} out of range [{lo}, {hi}]")
+    return check
+
+
+def _length(arrays: dict, name: str) -> int:
+    value = arrays.get(name)
+    return value.shape[0] if isinstance(value, np.ndarray) and value.ndim == 1 else -1
+
+
+def _crossbar_arrays(p: str, op: dict, arrays: dict, options: dict) -> dict[str, Check]:
+    attrs = op["attrs"]
+    rows, cols = attrs["rows"], attrs["cols"]
+    planes, slices = len(attrs["polarities"]), attrs["slices"]
+    ref = 1 if attrs["reference"] else 0
+    checks: dict[str, Check] = {
+        f"{p}offset_num": _array("int64", (cols,)),
+        f"{p}acc_lo": _array("int64", (cols,)),
+        f"{p}acc_hi": _array("int64", (cols,)),
+    }
+    for t, tile in enumerate(attrs["tiles"]):
+        r, c = _length(arrays, f"{p}tile{t}.rows"), _length(arrays, f"{p}tile{t}.cols")
+        checks[f"{p}tile{t}.rows"] = _array("int32", (max(r, 0),), 0, rows - 1)
+        checks[f"{p}tile{t}.cols"] = _array("int32", (max(c, 0),), 0, cols - 1)
+        if not 1 <= r <= options["tile_rows"]:
+            checks[f"{p}tile{t}.rows"] = _bad(f"length must be in 1..tile_rows={options['tile_rows']}")
+        if not 1 <= c <= options["tile_cols"] - ref:
+            checks[f"{p}tile{t}.cols"] = _bad(f"length must be in 1..{options['tile_cols'] - ref} "
+                                              "(tile_cols minus the reference column)")
+        checks[f"{p}tile{t}.cells"] = _array("uint8", (planes, slices, r, c), 0, 2 ** attrs["slice_bits"] - 1)
+        checks[f"{p}tile{t}.adc_shift"] = _array("uint8", (planes, slices, c), 0, 62)
+        if tile["reference"]:
+            checks[f"{p}tile{t}.ref_shift"] = _array("uint8", (1,), 0, 62)
+    # Last, once every row/column map has been checked on its own.
+    checks[f"{p}acc_hi"] = _then(checks.pop(f"{p}acc_hi"), _coverage(p, attrs, arrays))
+    return checks
+
+
+def _bad(problem: str) -> Check:
+    def check(name: str, value: np.ndarray) -> None:
+        _fail(name, problem)
+    return check
+
+
+def _then(first: Check, second: Check) -> Check:
+    def check(name: str, value: np.ndarray) -> None:
+        first(name, value)
+        second(name, value)
+    return check
+
+
+def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
+    """Every (row, column) of the weight matrix lies in exactly one tile; acc_lo ≤ acc_hi."""
+    def check(name: str, value: np.ndarray) -> None:
+        if np.any(arrays[f"{p}acc_lo"] > value):
+            _fail(name, "acc_hi must be >= acc_lo")
+        count = np.zeros((attrs["rows"], attrs["cols"]), np.int32)
+        for t in range(len(attrs["tiles"])):
+            count[np.ix_(arrays[f"{p}tile{t}.rows"], arrays[f"{p}tile{t}.cols"])] += 1
+        if np.any(count != 1):
+            _fail(f"{p}tiles", "the tiles' row/column maps must cover every weight exactly once")
+        if attrs["reference"]:
+            seen = np.zeros(attrs["rows"], np.int32)
+            for t, tile in enumerate(attrs["tiles"]):
+                if tile["reference"]:
+                    seen[arrays[f"{p}tile{t}.rows"]] += 1
+            if np.any(seen != 1):
+                _fail(f"{p}tiles", "the reference columns must cover every row exactly once")
+    return check
+
+
+def _threshold_arrays(p: str, op: dict) -> dict[str, Check]:
+    channels, top = op["in_shape"][-1], 2 ** op["attrs"]["bits"] - 1
+    return {f"{p}direction": _array("int8", (channels,), -1, 1),
+            f"{p}thresholds": _array("int64", (channels, top))}
+
+
+def expected_arrays(header: dict, arrays: dict) -> dict[str, Check]:
+    """The arrays a valid header implies, each with its check (run after `check_header`)."""
+    checks: dict[str, Check] = {}
+    for i, op in enumerate(header["ops"]):
+        p, kind = f"op{i}.", op["kind"]
+        if kind == "crossbar":
+            checks.update(_crossbar_arrays(p, op, arrays, header["options"]))
+        elif kind == "threshold":
+            checks.update(_threshold_arrays(p, op))
+            checks[f"{p}thresholds"] = _then(checks[f"{p}thresholds"], _monotone(p, arrays))
+        elif kind == "max_pool":
+            checks[f"{p}mode"] = _then(_array("int8", (op["in_shape"][-1],), -1, 1), _nonzero)
+        elif kind == "dequantize":
+            for j, stage in enumerate(op["attrs"]["chain"]):
+                if stage["kind"] == "affine":
+                    checks[f"{p}stage{j}.a"] = _array("float64", (op["in_shape"][-1],))
+                    checks[f"{p}stage{j}.b"] = _array("float64", (op["in_shape"][-1],))
+    return checks
+
+
+def _nonzero(name: str, value: np.ndarray) -> None:
+    if np.any(value == 0):
+        _fail(name, "values must be -1 or +1")
+
+
+def _monotone(p: str, arrays: dict) -> Check:
+    def check(name: str, value: np.ndarray) -> None:
+        direction = arrays[f"{p}direction"]
+        _array("int8", (value.shape[0],), -1, 1)(f"{p}direction", direction)
+        _nonzero(f"{p}direction", direction)
+        steps = np.diff(value, axis=1) * direction[:, None].astype(np.int64)
+        if np.any(steps < 0):
+            _fail(name, "thresholds must be non-decreasing in the level "
+                  "(non-increasing where direction = -1)")
+    return check
