@@ -133,3 +133,40 @@ def test_training_a_tiny_quantized_model_lowers_the_loss(preset):
     after, accuracy = model.evaluate(x, y, verbose=0)
     assert after < 0.8 * before
     assert accuracy > 0.5  # four classes: chance is 0.25
+
+
+def _gap_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.1)(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def test_input_quantizer_goes_before_average_pooling_and_the_model_exports():
+    plan = tfxbar.plan_quantization(_gap_model(), "w4a3")
+    assert plan.layers["re_lu"].output == ClippedRound(3)
+    assert "before average pooling" in " ".join(plan.layers["re_lu"].notes)
+    assert plan.layers["global_average_pooling2d"].output is None
+    assert plan.layers["dropout"].output is None
+    x = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
+    model = tfxbar.quantize_model(_gap_model(), "w4a3", calibration_data=x)
+    program = tfxbar.CrossbarConverter.from_keras_model(model).convert()
+    predicted = tfxbar.Interpreter(program).predict(program.quantize_input(x))
+    np.testing.assert_array_equal(predicted, np.argmax(model.predict(x, verbose=0), 1))
+
+
+def test_user_output_config_on_a_non_crossbar_layer_is_kept():
+    custom = tfxbar.OutputConfig(ClippedRound(5, step="fixed", init_step=0.1))
+    annotated = keras.Sequential([
+        QK.quantize_annotate_layer(keras.layers.Dense(8, input_shape=(6,))),
+        QK.quantize_annotate_layer(keras.layers.ReLU(name="act"), custom),
+        QK.quantize_annotate_layer(keras.layers.Dense(2, name="out")),
+    ])
+    scheme = tfxbar.CrossbarScheme("w4a3")
+    quantized = QK.quantize_apply(annotated, scheme)
+    outputs = {o.layer.name: o.quantizer for o in tfxbar.quantized_outputs(quantized)}
+    assert outputs["quant_act"] == ClippedRound(5, step="fixed", init_step=0.1)
+    assert any("already has" in note for note in scheme.plan.layers["out"].notes)

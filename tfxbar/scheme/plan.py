@@ -81,6 +81,32 @@ class QuantizationPlan:
         return "\n".join(lines)
 
 
+#: Averaging a real-valued ReLU output is not an integer operation, so a crossbar input that
+#: comes through average pooling is quantized *before* the pooling (the exporter then sums
+#: integer codes and folds 1/k into the next layer). Shape-only layers between them are skipped.
+_AVERAGING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
+_VALUE_PRESERVING = (keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
+                     keras.layers.MaxPooling2D)
+
+
+def _quantization_point(consumer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer whose output quantizer realizes `consumer`'s input quantizer."""
+    point = _producer(consumer)
+    if not any(isinstance(p, _AVERAGING) for p in _upstream(point)):
+        return point
+    while isinstance(point, _AVERAGING + _VALUE_PRESERVING):
+        point = _producer(point)
+    return point
+
+
+def _upstream(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """`layer` and the shape-only / averaging layers directly above it."""
+    chain = [layer]
+    while isinstance(chain[-1], _AVERAGING + _VALUE_PRESERVING):
+        chain.append(_producer(chain[-1]))
+    return chain
+
+
 def _producer(layer: keras.layers.Layer) -> keras.layers.Layer:
     nodes = layer._inbound_nodes  # noqa: SLF001 - the functional graph is only reachable here
     if len(nodes) != 1:
@@ -138,7 +164,7 @@ def plan_quantization(
         plan.layers[layer.name] = LayerDecision(layer.name, type(layer).__name__)
 
     def attach_input(consumer: keras.layers.Layer, quantizer: ClippedRound) -> None:
-        producer = _producer(consumer)
+        producer = _quantization_point(consumer)
         if isinstance(producer, keras.layers.InputLayer):
             current = plan.input_quantizer
             if current is None:
@@ -150,7 +176,8 @@ def plan_quantization(
         decision = plan.layers[producer.name]
         if decision.output is None:
             decision.output = quantizer
-            decision.notes.append(f"quantizes the input of {consumer.name}")
+            via = "" if producer is _producer(consumer) else " (before average pooling)"
+            decision.notes.append(f"quantizes the input of {consumer.name}{via}")
         elif decision.output != quantizer:
             plan.layers[consumer.name].notes.append(
                 f"wanted input {quantizer!r} but {producer.name} already has {decision.output!r}")
@@ -160,6 +187,11 @@ def plan_quantization(
         if decision is None:
             continue
         if type(layer) not in CROSSBAR_LAYERS:
+            custom = custom_configs.get(layer.name)
+            if custom is not None:
+                decision.custom_config = custom
+                decision.output = getattr(custom, "output_quantizer", None)
+                decision.notes.append("user QuantizeConfig")
             if isinstance(layer, keras.layers.BatchNormalization):
                 decision.notes.append("kept as BN; folded into integer thresholds at export")
             elif layer.trainable_weights:
