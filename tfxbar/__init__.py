@@ -30,6 +30,7 @@ from tfxbar.scheme import (
     QuantizationPlan,
     plan_quantization,
 )
+from tfxbar.variation import DeviceModel, DeviceVariation, evaluate_under_variation, plot_robustness
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,8 @@ __all__ = [
     "Program",
     "CrossbarConfig",
     "CrossbarScheme",
+    "DeviceModel",
+    "DeviceVariation",
     "LayerSpec",
     "OutputConfig",
     "Preset",
@@ -57,7 +60,9 @@ __all__ = [
     "QuantizedOutput",
     "calibrate",
     "load_program",
+    "evaluate_under_variation",
     "plan_quantization",
+    "plot_robustness",
     "quantize_model",
     "quantized_kernels",
     "quantized_outputs",

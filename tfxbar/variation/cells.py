@@ -1,0 +1,274 @@
+"""Cell noise in the graph: codes → conductances → noisy conductances → effective weights.
+
+`CellNoise` is what `WeightQuantizer.cell_noise` is set to. It maps each weight's integer code
+onto the cells the exporter programs (both cells of a differential pair; one cell plus the
+reference column for offset / trained-biased weights; every slice of a bit-sliced code),
+perturbs each cell independently in conductance space with a `DeviceModel`, and returns
+``scale · ((codes + Δc) − (offset + Δb))``. Δc and Δb pass no gradient, so the gradient
+reaches the clean kernel exactly as without noise (straight-through), and with zero noise
+Δc = Δb = 0 exactly: the kernel is bit-identical to the clean one.
+
+All random draws are stateless, keyed by (seed, kernel, cell group, noise kind) and a counter
+held in a variable, so one graph serves every batch, chip and σ without retracing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow.python.saved_model import save_context
+
+from tfxbar.introspect import quantized_kernels
+from tfxbar.quantizers import WeightQuantizer
+from tfxbar.variation.devices import PARAMETERS, SCHEDULED, DeviceModel
+
+__all__ = ["CellNoise", "VariationState", "cell_levels", "install", "uninstall"]
+
+_P = {name: i for i, name in enumerate(PARAMETERS)}
+# Noise kinds; each gets its own stateless stream per kernel and cell group.
+_LOGNORMAL, _ADDITIVE, _READ, _STUCK, _DRIFT = range(5)
+_GROUPS = 32  # cell groups per kernel: ≤ 8 slices × (g⁺, g⁻ or one cell), then the reference
+_REF_GROUP = _GROUPS - 1
+
+
+class VariationState:
+    """The variables the noise graph reads; assigning them never retraces.
+
+    Arguments:
+        device: the initial device model (its numeric parameters go into `params`).
+        seed: base seed of every draw.
+        step_counter: an int64 variable advanced once per training step (the optimizer's
+            `iterations` in `DeviceVariation`); keys the per-batch draws during training.
+
+    Attributes:
+        params: float32 vector of the device's `PARAMETERS`.
+        strength: float32 scalar multiplying the stochastic amplitudes (the schedule).
+        seed: int64 base seed.
+        chip: int64 index of the simulated chip (inference: programming draws, faults).
+        reads: int64 read counter (inference: read-noise draws, advanced per batch).
+    """
+
+    def __init__(self, device: DeviceModel, seed: int = 0, step_counter: Any = None) -> None:
+        self.params = tf.Variable(device.parameter_vector(), trainable=False, name="device_params")
+        self.strength = tf.Variable(1.0, trainable=False, name="variation_strength")
+        self.seed = tf.Variable(int(seed), dtype=tf.int64, trainable=False, name="variation_seed")
+        self.chip = tf.Variable(0, dtype=tf.int64, trainable=False, name="variation_chip")
+        self.reads = tf.Variable(0, dtype=tf.int64, trainable=False, name="variation_reads")
+        self.step_counter = step_counter if step_counter is not None else tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="variation_steps")
+        self.table: tf.Variable | None = None
+
+    def create_table(self, size: int) -> None:
+        """Hold `size` N(0, 1) samples from which training draws windows (see `normal`)."""
+        seed = tf.stack([tf.convert_to_tensor(self.seed), tf.constant(-1, tf.int64)])
+        self.table = tf.Variable(tf.random.stateless_normal([int(size)], seed), trainable=False,
+                                 name="variation_noise_table")
+
+    def normal(self, shape: list[int], seed: tf.Tensor, exact: bool) -> tf.Tensor:
+        """N(0, 1) samples of a static `shape`, a pure function of `seed`.
+
+        With a table and not `exact`, a window of the table at a seeded random offset: one memory
+        copy instead of Philox and Box-Muller for every cell, which would cost more than the
+        forward pass of a small crossbar layer (the shared noise table of Salimans et al.,
+        Evolution Strategies, arXiv:1703.03864).
+        """
+        if exact or self.table is None:
+            return tf.random.stateless_normal(shape, seed)
+        n = int(np.prod(shape))
+        room = int(self.table.shape[0]) - n + 1
+        if room < 1:
+            return tf.random.stateless_normal(shape, seed)
+        start = tf.random.stateless_uniform([1], seed, minval=0, maxval=room, dtype=tf.int64)
+        return tf.reshape(tf.slice(tf.convert_to_tensor(self.table), start, [n]), shape)
+
+    def set_device(self, device: DeviceModel) -> None:
+        """Load a device's numeric parameters (its structure — stages, cell and slice bits —
+        must match the one the hooks were installed with)."""
+        self.params.assign(device.parameter_vector())
+
+    def effective(self) -> dict[str, float]:
+        """Current parameter values with the schedule's strength applied (for logging)."""
+        values = dict(zip(PARAMETERS, self.params.numpy().tolist(), strict=True))
+        strength = float(self.strength.numpy())
+        return {k: (v * strength if k in SCHEDULED else v) for k, v in values.items()}
+
+
+def cell_levels(quantizer: WeightQuantizer) -> int:
+    """Levels one (unsliced) cell needs under the quantizer's cell view."""
+    levels = quantizer.levels
+    if quantizer.cell_view == "differential":
+        return max(abs(min(levels)), abs(max(levels))) + 1
+    return max(levels) - min(levels) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Structure:
+    """The parts of a device model that shape the graph (changing them needs a retrace)."""
+
+    components: frozenset[str]
+    cell_bits: int | None
+    slice_bits: int | None
+
+    @classmethod
+    def of(cls, device: DeviceModel) -> _Structure:
+        return cls(device.components, device.cell_bits, device.slice_bits)
+
+
+class CellNoise:
+    """The `cell_noise` hook of one quantized kernel.
+
+    Arguments:
+        state: the shared `VariationState`.
+        structure: which noise stages exist and the cell / slice bits (from a `DeviceModel`).
+        kernel_id: index of the kernel in the model; keys its random streams.
+        at_inference: also perturb the forward pass when ``training`` is False, with one
+            programming draw per chip (``state.chip``) and read noise per ``state.reads``.
+    """
+
+    def __init__(self, state: VariationState, device: DeviceModel, kernel_id: int,
+                 at_inference: bool = False) -> None:
+        self.state = state
+        self.structure = _Structure.of(device)
+        self.kernel_id = int(kernel_id)
+        self.at_inference = bool(at_inference)
+
+    def __call__(self, quantizer: WeightQuantizer, codes: tf.Tensor, scale: tf.Tensor,
+                 offset: tf.Tensor, training: Any) -> tf.Tensor:
+        # A SavedModel (e.g. ModelCheckpoint mid-training) must hold the clean program, and
+        # could not capture this state's untracked variables anyway.
+        if not (training or self.at_inference) or save_context.in_save_context():
+            return scale * (codes - offset)
+        d_codes, d_offset = self.deltas(quantizer, codes, offset, bool(training))
+        return scale * ((codes + tf.stop_gradient(d_codes)) - (offset + tf.stop_gradient(d_offset)))
+
+    # -- the cell mapping --------------------------------------------------------------------
+    def deltas(self, quantizer: WeightQuantizer, codes: tf.Tensor, offset: tf.Tensor,
+               training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """Code errors ``(Δc, Δb)`` in code units that the noisy cells add to codes and offset."""
+        c = tf.stop_gradient(codes)
+        levels = cell_levels(quantizer)
+        if quantizer.cell_view == "differential":
+            slices = self._slices(levels)
+            d_plus = self._stored_delta(tf.maximum(c, 0.0), levels, 0, training)
+            d_minus = self._stored_delta(tf.maximum(-c, 0.0), levels, slices, training)
+            return d_plus - d_minus, tf.zeros_like(offset)
+        d_cell = self._stored_delta(c - float(min(quantizer.levels)), levels, 0, training)
+        # The offset b is realised as b·Σx: a reference column with one cell per row,
+        # programmed to the top level and shared by every output column, scaled digitally.
+        shape = c.shape.as_list()
+        shape[quantizer.channel_axis] = 1
+        top = float(self._physical_levels(levels) - 1)
+        d_ref = self._cell_delta(tf.fill(shape, top), top + 1.0, _REF_GROUP, training)
+        return d_cell, tf.stop_gradient(offset) * d_ref / top
+
+    def _slice_bits(self, levels: int) -> int | None:
+        bits = self.structure.slice_bits
+        need = max(1, int(np.ceil(np.log2(levels))))
+        return bits if bits is not None and bits < need else None
+
+    def _slices(self, levels: int) -> int:
+        bits = self._slice_bits(levels)
+        need = max(1, int(np.ceil(np.log2(levels))))
+        return 1 if bits is None else -(-need // bits)
+
+    def _physical_levels(self, levels: int) -> int:
+        bits = self._slice_bits(levels)
+        return levels if bits is None else 2 ** bits
+
+    def _stored_delta(self, g: tf.Tensor, levels: int, group: int, training: bool) -> tf.Tensor:
+        """Δ of a non-negative code g held in one cell or in bit slices (shift-and-add)."""
+        bits = self._slice_bits(levels)
+        if bits is None:
+            return self._cell_delta(g, float(levels), group, training)
+        base = float(2 ** bits)
+        total = tf.zeros_like(g)
+        for k in range(self._slices(levels)):
+            weight = base ** k
+            piece = tf.math.floormod(tf.math.floordiv(g, weight), base)
+            total += weight * self._cell_delta(piece, base, group + k, training)
+        return total
+
+    # -- one physical cell ---------------------------------------------------------------------
+    def _seed(self, group: int, kind: int, training: bool) -> tf.Tensor:
+        s = self.state
+        key = s.seed * 1_000_003 + (self.kernel_id * _GROUPS + group) * 8 + kind
+        if training:
+            counter = tf.cast(tf.convert_to_tensor(s.step_counter), tf.int64)
+        elif kind == _READ:
+            counter = s.chip * 2 ** 32 + tf.convert_to_tensor(s.reads)
+        else:
+            counter = tf.convert_to_tensor(s.chip)
+        return tf.stack([key, counter])
+
+    def _cell_delta(self, g: tf.Tensor, levels: float, group: int, training: bool) -> tf.Tensor:
+        """Read-back error, in code units, of cells programmed to codes g of `levels` levels."""
+        st, p = self.structure, tf.convert_to_tensor(self.state.params)
+        amp = p[: len(SCHEDULED)] * tf.convert_to_tensor(self.state.strength)
+        g_min = p[_P["g_min"]]
+        span = 1.0 - g_min
+        top = levels - 1.0
+        ideal = g_min + g / top * span
+        target = ideal
+        if st.cell_bits is not None and 2 ** st.cell_bits < levels:
+            device_top = float(2 ** st.cell_bits - 1)
+            target = g_min + tf.round(g / top * device_top) / device_top * span
+        shape = g.shape.as_list()
+        exact = not training  # chips in evaluation always get exact Philox draws
+
+        def normal(kind: int) -> tf.Tensor:
+            return self.state.normal(shape, self._seed(group, kind, training), exact)
+
+        conductance = target
+        if "lognormal_sigma" in st.components:
+            conductance = conductance * tf.exp(amp[_P["lognormal_sigma"]] * normal(_LOGNORMAL))
+        if "additive_sigma" in st.components:
+            conductance = conductance + amp[_P["additive_sigma"]] * normal(_ADDITIVE)
+        if "stuck" in st.components:
+            # Φ(z) of a standard normal z is uniform, so Φ(z) < p ⇔ z < Φ⁻¹(p): the
+            # thresholds are scalars (±inf for p = 1 or 0) and no per-cell CDF is needed.
+            z = normal(_STUCK)
+            p0, p1 = amp[_P["stuck_at_0"]], amp[_P["stuck_at_1"]]
+            t0, t1 = tf.math.ndtri(p0), tf.math.ndtri(tf.minimum(p0 + p1, 1.0))
+            conductance = tf.where(z < t0, g_min, tf.where(z < t1, 1.0, conductance))
+        if "drift" in st.components:
+            nu = tf.maximum(p[_P["drift_nu"]] + p[_P["drift_nu_std"]] * normal(_DRIFT), 0.0)
+            conductance = conductance * tf.exp(-nu * p[_P["drift_log_time"]])
+        if "read_sigma" in st.components:
+            conductance = conductance + amp[_P["read_sigma"]] * normal(_READ)
+        conductance = tf.maximum(conductance, 0.0)
+        # Exactly 0 when every amplitude is 0: x·exp(0) = x, x + 0·n = x, x·exp(−ν·0) = x.
+        return (conductance - ideal) * (top / span)
+
+
+def install(model: keras.Model, state: VariationState, device: DeviceModel,
+            at_inference: bool = False) -> list[tuple[WeightQuantizer, Any]]:
+    """Set a `CellNoise` hook on every quantized kernel of `model`.
+
+    Returns:
+        ``(quantizer, previous hook)`` pairs for `uninstall`.
+
+    Raises:
+        ValueError: the model has no tfxbar-quantized kernels, or two kernels share one
+            quantizer object (their noise could not be told apart).
+    """
+    kernels = quantized_kernels(model)
+    if not kernels:
+        raise ValueError("the model has no tfxbar-quantized kernels; quantize it with "
+                         "tfxbar.quantize_model first")
+    quantizers = [k.quantizer for k in kernels]
+    if len({id(q) for q in quantizers}) != len(quantizers):
+        raise ValueError("two kernels share one quantizer object; give each layer its own")
+    saved = [(q, q.cell_noise) for q in quantizers]
+    for index, q in enumerate(quantizers):
+        q.cell_noise = CellNoise(state, device, index, at_inference)
+    return saved
+
+
+def uninstall(saved: list[tuple[WeightQuantizer, Any]]) -> None:
+    """Restore the hooks `install` replaced."""
+    for quantizer, previous in saved:
+        quantizer.cell_noise = previous
