@@ -91,9 +91,20 @@ def test_average_pooling(pooling: str) -> None:
 
 
 def test_average_pooling_of_float_relu_output_raises() -> None:
-    model = keras.Sequential([keras.layers.Conv2D(4, 3, input_shape=(12, 12, 1)), keras.layers.ReLU(),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
-    qmodel = tfxbar.quantize_model(model, "w4a3")
+    # tfxbar's planner quantizes before average pooling; a hand-annotated model that quantizes
+    # after it cannot be computed in integers and must be refused.
+    qk = tfmot.quantization.keras
+    after_pool = tfxbar.OutputConfig(tfxbar.quantizers.ClippedRound(3))
+    model = keras.Sequential([
+        qk.quantize_annotate_layer(keras.layers.Conv2D(4, 3, input_shape=(12, 12, 1)),
+                                   tfxbar.CrossbarConfig(tfxbar.quantizers.UniformWeights(4))),
+        keras.layers.ReLU(),
+        qk.quantize_annotate_layer(keras.layers.GlobalAveragePooling2D(), after_pool),
+        qk.quantize_annotate_layer(keras.layers.Dense(4, name="head"),
+                                   tfxbar.CrossbarConfig(tfxbar.quantizers.UniformWeights(4))),
+    ])
+    no_input_quantizer = {"head": tfxbar.LayerSpec(tfxbar.quantizers.UniformWeights(4), None)}
+    qmodel = qk.quantize_apply(model, tfxbar.CrossbarScheme("w4a3", no_input_quantizer))
     with pytest.raises(tfxbar.ConversionError, match="GlobalAveragePooling2D.*output quantizer"):
         tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
 

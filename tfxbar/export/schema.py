@@ -122,7 +122,7 @@ def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: d
     if not isinstance(op["name"], str) or not op["name"]:
         _fail(f"{field}.name", "must be a non-empty string")
     kind = op["kind"]
-    if kind not in _ATTR_KEYS:
+    if not isinstance(kind, str) or kind not in _ATTR_KEYS:
         _fail(f"{field}.kind", f"unknown op kind {kind!r}; known: {sorted(_ATTR_KEYS)}")
     if (kind == "dequantize") != last:
         _fail(f"{field}.kind", "the last op, and only the last, must be 'dequantize'")
