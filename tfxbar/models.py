@@ -15,6 +15,15 @@ def _conv_block(x, filters: int, name: str):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _dense_head(x, hidden: int, classes: int, dropout: float):
+    """Hidden dense layer (BN, ReLU), dropout, classifier: the two dense crossbar layers."""
+    x = keras.layers.Dense(hidden, use_bias=False, name="fc")(x)
+    x = keras.layers.BatchNormalization(name="fc_bn")(x)
+    x = keras.layers.ReLU(name="fc_relu")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    return keras.layers.Dense(classes, name="logits")(x)
+
+
 def mnist_cnn(widths: Sequence[int] = (32, 64), hidden: int = 128, *,
               input_shape: tuple[int, int, int] = (28, 28, 1), classes: int = 10,
               dropout: float = 0.25) -> keras.Model:
@@ -40,12 +49,7 @@ def mnist_cnn(widths: Sequence[int] = (32, 64), hidden: int = 128, *,
         x = _conv_block(x, width, f"s{stage}b")
         x = keras.layers.MaxPooling2D(name=f"s{stage}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(hidden, use_bias=False, name="fc")(x)
-    x = keras.layers.BatchNormalization(name="fc_bn")(x)
-    x = keras.layers.ReLU(name="fc_relu")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="mnist_cnn")
+    return keras.Model(inputs, _dense_head(x, hidden, classes, dropout), name="mnist_cnn")
 
 
 def mlp(hidden: int = 512, *, input_shape: tuple[int, ...] = (28, 28, 1), classes: int = 10,
@@ -63,12 +67,7 @@ def mlp(hidden: int = 512, *, input_shape: tuple[int, ...] = (28, 28, 1), classe
     """
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    x = keras.layers.Dense(hidden, use_bias=False, name="fc")(x)
-    x = keras.layers.BatchNormalization(name="fc_bn")(x)
-    x = keras.layers.ReLU(name="fc_relu")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="mlp")
+    return keras.Model(inputs, _dense_head(x, hidden, classes, dropout), name="mlp")
 
 
 def vgg_small(widths: Sequence[int] = (32, 64, 128), hidden: int = 256, *,

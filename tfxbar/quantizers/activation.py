@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfxbar import tfmot_api
+from tfxbar.quantizers.config_identity import ConfigIdentity
 from tfxbar.quantizers.ste import round_ste
 from tfxbar.quantizers.variable_order import inner_weights_first
 
@@ -57,7 +58,7 @@ def mse_step(values: np.ndarray, bits: int, candidates: int = 128) -> float:
 
 
 @keras.utils.register_keras_serializable(package="tfxbar")
-class ClippedRound(tfmot_api.Quantizer):
+class ClippedRound(ConfigIdentity, tfmot_api.Quantizer):
     """Unsigned clipped rounding, the coalesced BN + activation + quantization stage of P2.
 
     a = clip(round(x / s), 0, 2^k − 1)·s. The clip at 0 is the ReLU, so a BN followed by this
@@ -147,16 +148,3 @@ class ClippedRound(tfmot_api.Quantizer):
     def get_config(self) -> dict[str, Any]:
         return {"bits": self.num_bits, "step": self.step, "init_step": self.init_step}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ClippedRound:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

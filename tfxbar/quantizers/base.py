@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfxbar import tfmot_api
+from tfxbar.quantizers.config_identity import ConfigIdentity
 from tfxbar.quantizers.integer_form import CELL_VIEWS, IntegerForm
 from tfxbar.quantizers.variable_order import inner_weights_first
 
@@ -17,7 +18,7 @@ __all__ = ["WeightQuantizer"]
 _EPS = 1e-8
 
 
-class WeightQuantizer(tfmot_api.Quantizer, abc.ABC):
+class WeightQuantizer(ConfigIdentity, tfmot_api.Quantizer, abc.ABC):
     """A tfmot `Quantizer` for crossbar weights that also exposes its integer form.
 
     Subclasses implement `parts`, returning float tensors ``(codes, scale, offset)`` whose
@@ -81,19 +82,6 @@ class WeightQuantizer(tfmot_api.Quantizer, abc.ABC):
         return {"per_channel": self.per_channel, "cell_view": self.cell_view,
                 "channel_axis": self.channel_axis}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> WeightQuantizer:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     # -- integer form ------------------------------------------------------------------------
     def integer_form(self, kernel: np.ndarray, weights: dict[str, Any] | None = None) -> IntegerForm:
