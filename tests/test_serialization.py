@@ -15,14 +15,17 @@ FORMATS = ["model.h5", "model.keras", "savedmodel"]
 
 def _model_using(cls: type) -> keras.Model:
     """A small quantized model in which an instance of `cls` does real work."""
+    # The Conv2D reads the model input directly, so a QuantizeLayer (pixel codes) is saved too.
     float_model = keras.Sequential([
-        keras.layers.Flatten(input_shape=(6, 6, 1)),
+        keras.layers.Conv2D(2, 3, input_shape=(6, 6, 1)),
+        keras.layers.Flatten(),
         keras.layers.Dense(8),
         keras.layers.ReLU(),
         keras.layers.Dense(3),
     ])
     if issubclass(cls, WeightQuantizer):
-        specs = {"dense": tfxbar.LayerSpec(cls(), ClippedRound(8)),
+        specs = {"conv2d": tfxbar.LayerSpec(cls(), ClippedRound(8)),
+                 "dense": tfxbar.LayerSpec(cls(), ClippedRound(8)),
                  "dense_1": tfxbar.LayerSpec(cls(), ClippedRound(3))}
     elif issubclass(cls, ClippedRound):
         specs = {"dense_1": tfxbar.LayerSpec(UniformWeights(4), cls())}

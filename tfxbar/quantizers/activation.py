@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = ["ActivationForm", "ClippedRound"]
 _EPS = 1e-8
 _STEP_MODES = ("learned", "calibrated", "fixed")
 _CALIBRATION_SAMPLE = 200_000
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,14 @@ class ClippedRound(ConfigIdentity, tfmot_api.Quantizer):
 
     def build(self, tensor_shape: tf.TensorShape, name: str, layer: Any) -> dict[str, Any]:
         inner_weights_first(layer)
+        # tfmot's QuantizeLayer never marks itself built, so `.keras` loading builds it twice;
+        # hand back the variables of the first build instead of creating a second set.
+        built = _BUILT.setdefault(layer, {})
+        if name not in built:
+            built[name] = self._make_variables(name, layer)
+        return built[name]
+
+    def _make_variables(self, name: str, layer: Any) -> dict[str, Any]:
         if self.step == "learned":
             # Log-parametrised: Adam's steps are O(lr) whatever the gradient's scale, which
             # would push a small linear step (≈0.01 at 8 bits) through zero in a few updates.
