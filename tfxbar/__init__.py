@@ -6,9 +6,12 @@ so `tf_keras.models.load_model` restores quantized models without custom-object 
 
 import tf_keras as keras
 
-from tfxbar import models, quantizers, tfmot_api
+from tfxbar import check, models, quantizers, tfmot_api
 from tfxbar.calibration import calibrate
+from tfxbar.check import CheckReport, check_program
+from tfxbar.check.planner import BitwidthPlan, a2q_l1_bound, plan_bitwidths
 from tfxbar.compat import require_tf_keras
+from tfxbar.cost import EnergyModel, summary
 from tfxbar.export import (
     ConversionError,
     ConverterConfig,
@@ -48,25 +51,33 @@ __all__ = [
     "FormatError",
     "Interpreter",
     "Program",
+    "BitwidthPlan",
+    "CheckReport",
     "CrossbarConfig",
     "CrossbarScheme",
     "DeviceModel",
     "DeviceVariation",
+    "EnergyModel",
     "LayerSpec",
     "OutputConfig",
     "Preset",
     "QuantizationPlan",
     "QuantizedKernel",
     "QuantizedOutput",
+    "a2q_l1_bound",
     "calibrate",
+    "check_program",
     "load_program",
     "evaluate_under_variation",
+    "plan_bitwidths",
     "plan_quantization",
     "plot_robustness",
     "quantize_model",
     "quantized_kernels",
     "quantized_outputs",
+    "check",
     "models",
     "quantizers",
     "require_tf_keras",
+    "summary",
 ]

@@ -13,6 +13,10 @@ Modes:
 A device instance (e.g. from tfxbar.variation) can be applied in hardware mode through
 `conductances`: a callable ``(layer_name, tile_index, cells) -> float array`` of the same
 shape as the integer cells (polarity × slice × rows × cols), in units of one code step.
+
+`crossbar_hook`, when set to a callable ``(op_index, patches) -> None``, sees the integer
+input patches (one row per patch, K columns) of every crossbar op in either mode — what
+`tfxbar.cost` counts sparsity-aware ADC conversions from.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tfxbar.export.kernels import apply_thresholds, im2col, max_pool, sum_pool
 __all__ = ["Interpreter"]
 
 _EXACT_FLOAT64 = 2 ** 53
+_EXACT_FLOAT32 = 2 ** 24
 
 
 def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
@@ -35,6 +40,12 @@ def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
     if exact_float:
         return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
     return x.astype(np.int64) @ w.astype(np.int64)
+
+
+def _float_gemm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact integer product with `w` already float32/float64 and |every partial sum| below
+    2^24 / 2^53 respectively (integers are exact in float there, whatever the summation order)."""
+    return np.rint(x.astype(w.dtype) @ w).astype(np.int64)
 
 
 class _Crossbar:
@@ -57,6 +68,9 @@ class _Crossbar:
         self.weights = (weights << self.shift) - self.offset[None, :]
         bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
         self.exact_float = bound < _EXACT_FLOAT64
+        # Ideal-mode GEMM operand: float32 when every partial sum is below 2^24, else float64.
+        self.float_weights = (self.weights.astype(np.float32) if bound < _EXACT_FLOAT32
+                              else self.weights.astype(np.float64) if self.exact_float else None)
 
     def patches(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
         if self.attrs["layer_type"] == "Dense":
@@ -97,6 +111,7 @@ class Interpreter:
         self.crossbars = {i: _Crossbar(op, self.arrays[i]) for i, op in enumerate(self.ops)
                           if op["kind"] == "crossbar"}
         self.stats: dict[str, dict[str, int]] = {}
+        self.crossbar_hook: Callable[[int, np.ndarray], None] | None = None
         self._devices: dict[tuple[int, int], np.ndarray] = {}
 
     # -- public ----------------------------------------------------------------------------
@@ -193,8 +208,11 @@ class Interpreter:
     def _crossbar(self, index: int, x: np.ndarray) -> np.ndarray:
         xbar = self.crossbars[index]
         patches, lead = xbar.patches(x)
+        if self.crossbar_hook is not None:
+            self.crossbar_hook(index, patches)
         if self.mode == "ideal":
-            acc = _gemm(patches, xbar.weights, xbar.exact_float)
+            acc = (_float_gemm(patches, xbar.float_weights) if xbar.float_weights is not None
+                   else _gemm(patches, xbar.weights, False))
         else:
             acc = self._hardware(index, xbar, patches)
         return acc.reshape(*lead, xbar.attrs["cols"])

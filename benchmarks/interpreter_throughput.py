@@ -1,0 +1,121 @@
+"""Throughput of the tfxbar interpreter vs the TFLite int8 interpreter on the MNIST CNN, and export time.
+
+    TFXBAR_DATA_DIR=/work/shared/data python benchmarks/interpreter_throughput.py
+
+- tfxbar: `tfxbar.models.mnist_cnn()` quantized with the ``w4a3`` preset (briefly trained,
+  `--train-steps`), exported with the default converter options (128 × 128 tiles, lossless
+  ADCs), run by `tfxbar.Interpreter` in ideal and hardware mode.
+- TFLite: the same float CNN quantized with tfmot's default 8-bit QAT
+  (`tfmot.quantization.keras.quantize_model`), converted with `tf.lite.TFLiteConverter`
+  (``optimizations=[tf.lite.Optimize.DEFAULT]``), run by `tf.lite.Interpreter` (batched with
+  `resize_tensor_input`; 2 threads).
+
+Measurements are interleaved (ideal, TFLite, hardware, ideal, …) over `--rounds`, and the
+median images/s of each is reported with the ratios to TFLite. Then the export time
+(`CrossbarConverter.convert`) for several widths of the CNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+import tfxbar
+from tfxbar import datasets
+
+
+def _tflite(float_model: keras.Model, batch: int) -> tf.lite.Interpreter:
+    qat = tfmot.quantization.keras.quantize_model(float_model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=2)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [batch, 28, 28, 1])
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _run_tflite(interpreter: tf.lite.Interpreter, x: np.ndarray, batch: int) -> np.ndarray:
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    results = []
+    for start in range(0, len(x) - batch + 1, batch):
+        interpreter.set_tensor(inp, x[start:start + batch])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out))
+    return np.concatenate(results)
+
+
+def _timed(fn, n: int) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=10000, help="test images for ideal mode and TFLite")
+    parser.add_argument("--hardware-limit", type=int, default=1000, help="test images for hardware mode")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--train-steps", type=int, default=100)
+    args = parser.parse_args()
+
+    x_test, y_test = datasets.load("mnist", "test")
+    x_train, y_train = datasets.load("mnist", "train[:6400]")
+    x_test, y_test = x_test[:args.limit], y_test[:args.limit]
+    keras.utils.set_random_seed(0)
+    float_model = tfxbar.models.mnist_cnn()
+    qmodel = tfxbar.quantize_model(float_model, "w4a3", calibration_data=x_train[:512] / 255.0)
+    qmodel.compile(keras.optimizers.Adam(1e-3),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = min(args.train_steps, len(x_train) // 64)
+    qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
+    program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+    ideal, hardware = tfxbar.Interpreter(program), tfxbar.Interpreter(program, "hardware")
+    lite = _tflite(float_model, args.batch)
+    x_float = (x_test / 255.0).astype(np.float32)
+    n = len(x_test) - len(x_test) % args.batch
+    x_hw = x_test[:args.hardware_limit]
+
+    acc = {"ideal": float(np.mean(ideal.predict(x_test, args.batch) == y_test)),
+           "hardware": float(np.mean(hardware.predict(x_hw, args.batch) == y_test[:len(x_hw)]))}
+    rates: dict[str, list[float]] = {"tfxbar ideal": [], "TFLite int8": [], "tfxbar hardware": []}
+    for _ in range(args.rounds):
+        rates["tfxbar ideal"].append(_timed(lambda: ideal.run(x_test, args.batch), len(x_test)))
+        rates["TFLite int8"].append(_timed(lambda: _run_tflite(lite, x_float[:n], args.batch), n))
+        rates["tfxbar hardware"].append(_timed(lambda: hardware.run(x_hw, args.batch), len(x_hw)))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+          f"TF {tf.__version__}, numpy {np.__version__}")
+    print(f"MNIST test: ideal accuracy {acc['ideal']:.4f} ({len(x_test)}), hardware {acc['hardware']:.4f} "
+          f"({len(x_hw)}) after {steps} training steps")
+    print(f"| interpreter | img/s (median of {args.rounds}) | vs TFLite |")
+    print("|---|---|---|")
+    for name, rate in median.items():
+        print(f"| {name} | {rate:,.0f} | {rate / median['TFLite int8']:.2f}× |")
+
+    print("\n| widths | hidden | weights | export time (s) |")
+    print("|---|---|---|---|")
+    for widths, hidden in (((8, 16), 32), ((16, 32), 64), ((32, 64), 128), ((64, 128), 256)):
+        keras.utils.set_random_seed(0)
+        model = tfxbar.quantize_model(tfxbar.models.mnist_cnn(widths, hidden), "w4a3",
+                                      calibration_data=x_train[:256] / 255.0)
+        times = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            tfxbar.CrossbarConverter.from_keras_model(model).convert()
+            times.append(time.perf_counter() - start)
+        print(f"| {widths} | {hidden} | {model.count_params():,} | {statistics.median(times):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
