@@ -212,4 +212,5 @@ def test_loader_fuzz(program: Program, data: st.DataObject) -> None:
     finally:
         os.unlink(path)
     codes, _ = pixel_codes(4)
-    tfxbar.Interpreter(loaded).run(codes)  # a file that loads must run
+    out = tfxbar.Interpreter(loaded).run(codes)  # a file that loads must run, and sensibly
+    assert out.shape[0] == len(codes) and np.all(np.isfinite(out))

@@ -118,8 +118,9 @@ def test_calibrate_sets_binarizer_threshold_from_the_dense_input_distribution():
 
 
 def test_missing_calibration_data_for_binarizer_warns():
-    with pytest.warns(UserWarning, match="calibration_data"):
+    with pytest.warns(UserWarning, match="calibration_data") as record:
         tfxbar.quantize_model(tiny_cnn(), "binary-dense")
+    assert any("tfxbar.calibrate" in str(w.message) for w in record)
 
 
 @pytest.mark.parametrize("preset", ["w4a3", "binary-dense", "w2a2-biased", "binary-mlp"])
