@@ -23,6 +23,7 @@ import tf_keras as keras  # noqa: E402
 
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
+from tfxbar.introspect import output_codes  # noqa: E402
 
 
 def mnist_cnn() -> keras.Model:
@@ -42,16 +43,6 @@ def mnist_cnn() -> keras.Model:
         keras.layers.ReLU(),
         keras.layers.Dense(10),
     ])
-
-
-def keras_codes(qmodel: keras.Model, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Integer codes of each named layer's output quantizer in the Keras model."""
-    outputs = {o.layer.name: o for o in tfxbar.quantized_outputs(qmodel)}
-    probe = keras.Model(qmodel.inputs, [outputs[n].layer.output for n in names])
-    values = probe.predict(x, batch_size=500, verbose=0)
-    values = values if isinstance(values, list) else [values]
-    return {n: np.round(v / outputs[n].form().step).astype(np.int64)
-            for n, v in zip(names, values, strict=True)}
 
 
 def main() -> None:
@@ -76,7 +67,7 @@ def main() -> None:
         program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
         export_s = time.perf_counter() - start
         logits, taps = tfxbar.Interpreter(program).run(x_test, taps=True)
-        reference = keras_codes(qmodel, xf_test, sorted(taps))
+        reference = output_codes(qmodel, xf_test, sorted(taps), batch_size=500)
         k_pred = np.argmax(qmodel.predict(xf_test, batch_size=500, verbose=0), -1)
         i_pred = np.argmax(logits, -1)
         same = total = 0

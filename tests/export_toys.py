@@ -7,6 +7,7 @@ import tf_keras as keras
 from toys import tiny_cnn, toy_data
 
 import tfxbar
+from tfxbar.introspect import output_codes
 
 
 def trained(preset: str, model: keras.Model | None = None, x: np.ndarray | None = None,
@@ -28,21 +29,11 @@ def pixel_codes(n: int = 256, shape: tuple[int, ...] = (12, 12, 1),
     return codes, codes.astype(np.float32) / 255.0
 
 
-def keras_codes(qmodel: keras.Model, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Integer codes of the named layers' output quantizers in the Keras model."""
-    outputs = {o.layer.name: o for o in tfxbar.quantized_outputs(qmodel)}
-    probe = keras.Model(qmodel.inputs, [outputs[n].layer.output for n in names])
-    values = probe.predict(x, batch_size=256, verbose=0)
-    values = values if isinstance(values, list) else [values]
-    return {n: np.round(v / outputs[n].form().step).astype(np.int64)
-            for n, v in zip(names, values, strict=True)}
-
-
 def agreement(qmodel: keras.Model, program: tfxbar.Program, codes: np.ndarray,
               x: np.ndarray) -> tuple[float, float, int]:
     """(top-1 agreement, activation-code agreement, number of compared layers) in ideal mode."""
     logits, taps = tfxbar.Interpreter(program).run(codes, taps=True)
-    reference = keras_codes(qmodel, x, sorted(taps))
+    reference = output_codes(qmodel, x, sorted(taps), batch_size=256)
     same = sum(int(np.sum(reference[k].reshape(v.shape) == v)) for k, v in taps.items())
     total = sum(v.size for v in taps.values())
     top1 = float(np.mean(np.argmax(qmodel.predict(x, verbose=0), -1) == np.argmax(logits, -1)))

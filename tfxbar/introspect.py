@@ -12,7 +12,7 @@ from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
 from tfxbar.quantizers import ActivationForm, ClippedRound, IntegerForm, WeightQuantizer
 
-__all__ = ["QuantizedKernel", "QuantizedOutput", "quantized_kernels", "quantized_outputs"]
+__all__ = ["QuantizedKernel", "QuantizedOutput", "output_codes", "quantized_kernels", "quantized_outputs"]
 
 _QuantizeWrapper = tfmot_api.QuantizeWrapper
 _QuantizeLayer = tfmot_api.QuantizeLayer
@@ -83,3 +83,26 @@ def quantized_outputs(model: keras.Model) -> list[QuantizedOutput]:
         elif isinstance(layer, _QuantizeLayer) and isinstance(layer.quantizer, ClippedRound):
             found.append(QuantizedOutput(layer, layer.quantizer, dict(layer.quantizer_vars)))
     return found
+
+
+def output_codes(model: keras.Model, x: np.ndarray, names: list[str],
+                 batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Integer codes that the named quantized layers' output quantizers produce on `x`.
+
+    What the exported program's activations are compared with, layer by layer.
+
+    Arguments:
+        model: a quantized model.
+        x: model inputs.
+        names: names of layers that carry a tfxbar output quantizer.
+        batch_size: batch size of the forward pass.
+
+    Returns:
+        ``{name: int64 codes}``.
+    """
+    outputs = {o.layer.name: o for o in quantized_outputs(model)}
+    probe = keras.Model(model.inputs, [outputs[n].layer.output for n in names])
+    values = probe.predict(x, batch_size=batch_size, verbose=0)
+    values = values if isinstance(values, list) else [values]
+    return {n: np.round(v / outputs[n].form().step).astype(np.int64)
+            for n, v in zip(names, values, strict=True)}

@@ -154,20 +154,20 @@ def _activation_layer(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     _activation(layer, ctx, _activation_name(layer))
 
 
+def _window(layer: keras.layers.Layer, kind: str) -> tuple:
+    if layer.data_format != "channels_last":
+        raise ConversionError(layer.name, kind, "channels_first is not supported")
+    return tuple(layer.pool_size), tuple(layer.strides), layer.padding
+
+
 @register_handler(keras.layers.MaxPooling2D)
 def _max_pool(layer: keras.layers.Layer, ctx: LayerContext) -> None:
-    if layer.data_format != "channels_last":
-        raise ConversionError(layer.name, "MaxPooling2D", "channels_first is not supported")
-    ctx.lowering.max_pool(layer.name, "MaxPooling2D", tuple(layer.pool_size), tuple(layer.strides),
-                          layer.padding)
+    ctx.lowering.max_pool(layer.name, "MaxPooling2D", *_window(layer, "MaxPooling2D"))
 
 
 @register_handler(keras.layers.AveragePooling2D)
 def _avg_pool(layer: keras.layers.Layer, ctx: LayerContext) -> None:
-    if layer.data_format != "channels_last":
-        raise ConversionError(layer.name, "AveragePooling2D", "channels_first is not supported")
-    ctx.lowering.sum_pool(layer.name, "AveragePooling2D", tuple(layer.pool_size), tuple(layer.strides),
-                          layer.padding)
+    ctx.lowering.sum_pool(layer.name, "AveragePooling2D", *_window(layer, "AveragePooling2D"))
 
 
 @register_handler(keras.layers.GlobalAveragePooling2D)
