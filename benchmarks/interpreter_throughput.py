@@ -4,14 +4,18 @@
 
 - tfxbar: `tfxbar.models.mnist_cnn()` quantized with the ``w4a3`` preset (briefly trained,
   `--train-steps`), exported with the default converter options (128 × 128 tiles, lossless
-  ADCs), run by `tfxbar.Interpreter` in ideal and hardware mode.
+  ADCs), run by `tfxbar.Interpreter` in ideal and hardware mode. With lossless ADCs and a
+  32-bit accumulator the hardware mode provably equals the ideal one, so it takes the ideal
+  path; a third row therefore exports the same model with a 1-bit DAC and 6-bit calibrated ADCs
+  ("hardware, modelled"), where every DAC cycle, ADC conversion and accumulator step is modelled.
 - TFLite: the same float CNN quantized with tfmot's default 8-bit QAT
   (`tfmot.quantization.keras.quantize_model`), converted with `tf.lite.TFLiteConverter`
   (``optimizations=[tf.lite.Optimize.DEFAULT]``), run by `tf.lite.Interpreter` (batched with
   `resize_tensor_input`; 2 threads).
 
-Measurements are interleaved (ideal, TFLite, hardware, ideal, …) over `--rounds`, and the
-median images/s of each is reported with the ratios to TFLite. Then the export time
+Measurements are interleaved (ideal, TFLite, hardware, modelled, ideal, …) over `--rounds`, and
+the median images/s of each is reported with the ratios to TFLite, with the load average
+(the machine is shared). Then the export time
 (`CrossbarConverter.convert`) for several widths of the CNN.
 """
 
@@ -64,7 +68,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10000, help="test images for ideal mode and TFLite")
     parser.add_argument("--hardware-limit", type=int, default=1000, help="test images for hardware mode")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=250, help="TFLite batch")
+    parser.add_argument("--tfxbar-batch", type=int, default=64,
+                        help="tfxbar batch (the interpreter's default; smaller patch matrices stay in cache)")
     parser.add_argument("--train-steps", type=int, default=100)
     args = parser.parse_args()
 
@@ -80,24 +86,35 @@ def main() -> None:
     qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
     program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
     ideal, hardware = tfxbar.Interpreter(program), tfxbar.Interpreter(program, "hardware")
+    serial = tfxbar.CrossbarConverter.from_keras_model(
+        qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
+    modelled = tfxbar.Interpreter(serial, "hardware")
     lite = _tflite(float_model, args.batch)
     x_float = (x_test / 255.0).astype(np.float32)
     n = len(x_test) - len(x_test) % args.batch
     x_hw = x_test[:args.hardware_limit]
 
-    acc = {"ideal": float(np.mean(ideal.predict(x_test, args.batch) == y_test)),
-           "hardware": float(np.mean(hardware.predict(x_hw, args.batch) == y_test[:len(x_hw)]))}
-    rates: dict[str, list[float]] = {"tfxbar ideal": [], "TFLite int8": [], "tfxbar hardware": []}
+    b = args.tfxbar_batch
+    acc = {"ideal": float(np.mean(ideal.predict(x_test, b) == y_test)),
+           "hardware": float(np.mean(hardware.predict(x_hw, b) == y_test[:len(x_hw)])),
+           "modelled": float(np.mean(modelled.predict(x_hw, b) == y_test[:len(x_hw)]))}
+    load = [os.getloadavg()[0]]
+    rates: dict[str, list[float]] = {"tfxbar ideal": [], "TFLite int8": [], "tfxbar hardware": [],
+                                     "tfxbar hardware, modelled": []}
     for _ in range(args.rounds):
-        rates["tfxbar ideal"].append(_timed(lambda: ideal.run(x_test, args.batch), len(x_test)))
+        rates["tfxbar ideal"].append(_timed(lambda: ideal.run(x_test, b), len(x_test)))
         rates["TFLite int8"].append(_timed(lambda: _run_tflite(lite, x_float[:n], args.batch), n))
-        rates["tfxbar hardware"].append(_timed(lambda: hardware.run(x_hw, args.batch), len(x_hw)))
+        rates["tfxbar hardware"].append(_timed(lambda: hardware.run(x_hw, b), len(x_hw)))
+        rates["tfxbar hardware, modelled"].append(_timed(lambda: modelled.run(x_hw, b), len(x_hw)))
+        load.append(os.getloadavg()[0])
     median = {k: statistics.median(v) for k, v in rates.items()}
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"TF {tf.__version__}, numpy {np.__version__}")
-    print(f"MNIST test: ideal accuracy {acc['ideal']:.4f} ({len(x_test)}), hardware {acc['hardware']:.4f} "
-          f"({len(x_hw)}) after {steps} training steps")
+    print(f"MNIST test: ideal accuracy {acc['ideal']:.4f} ({len(x_test)}), hardware {acc['hardware']:.4f}, "
+          f"modelled {acc['modelled']:.4f} ({len(x_hw)}) after {steps} training steps")
+    print(f"load average (1 min) during the rounds: {min(load):.1f}–{max(load):.1f}; "
+          f"batch: tfxbar {b}, TFLite {args.batch}")
     print(f"| interpreter | img/s (median of {args.rounds}) | vs TFLite |")
     print("|---|---|---|")
     for name, rate in median.items():

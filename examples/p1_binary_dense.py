@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--float-epochs", type=int, default=2)
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--rules", nargs="*", default=["mean", "median"],
+                        help="threshold rules to compare with mse on the best width (none: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.time()
@@ -53,7 +55,7 @@ def main() -> None:
 
     results = [run(width, "mse") for width in args.widths]
     best = max(results, key=lambda r: r["quant_val"])  # chosen on validation, not test
-    for rule in ("mean", "median"):
+    for rule in args.rules:
         run(best["hidden"], rule)
 
 

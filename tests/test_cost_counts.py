@@ -149,3 +149,32 @@ def test_crossbar_hook_sees_patches_in_both_modes(program) -> None:
     assert [i for i, _ in seen] == [0, 0]
     for _, patches in seen:
         np.testing.assert_array_equal(patches, [[1, 2, 3, 0]])
+
+
+def test_info_and_cost_model_share_one_utilization_convention() -> None:
+    """Offset mapping, bit-sliced into 2 slices: the reference column is r cells once per tile.
+
+    Dense 100 → 16 of 2-bit biased weights, 1-bit cells (P = 1, L = 2), tiles 16 × 8 (7 weight
+    columns + the reference column in column block 0): 7 row blocks × 3 column blocks = 21 tiles.
+    Used cells = L·K·N + K (every row meets the reference column once) = 2·100·16 + 100 = 3300 of
+    21 · 2 · 16 · 8 = 5376. Counting the reference column in both slices would give 3400.
+    """
+    import tf_keras as keras
+    from toys import tiny_cnn, toy_data
+
+    from tfxbar.cli.info import program_info
+
+    keras.utils.set_random_seed(0)
+    qmodel = tfxbar.quantize_model(tiny_cnn(), "w2a2-biased", calibration_data=toy_data(32)[0])
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        qmodel, tile_rows=16, tile_cols=8, weight_mapping="bit_sliced", cell_bits=1).convert()
+    info = {c["name"]: c for c in program_info(program)["crossbars"]}
+    counts = {layer.name: layer for layer in static_counts(program)}
+    dense = info["dense"]
+    assert (dense["mapping"], dense["polarities"], dense["slices"], dense["tiles"]) == ("offset", 1, 2, 21)
+    assert (dense["cells"], dense["capacity"]) == (3300, 5376)
+    assert dense["utilization"] == counts["dense"].utilization == 3300 / 5376
+    for name, layer in counts.items():
+        assert info[name]["utilization"] == layer.utilization
+    total = program_info(program)["utilization"]
+    assert total == sum(c.cells for c in counts.values()) / sum(c.capacity for c in counts.values())

@@ -168,3 +168,196 @@ def test_calibrated_adc_fits_its_data(models) -> None:
     # The first layer sees exactly the calibration inputs (later ones see ADC-quantized codes).
     first = hardware.stats[program.ops[0]["name"]]
     assert first["adc_clips"] == 0 and first["adc_conversions"] > 0
+
+
+# -- exactness of the fast paths ---------------------------------------------------------------
+
+def _per_cycle_reference(program: tfxbar.Program, x: np.ndarray, acc_bits: int, acc_mode: str) -> tuple:
+    """docs/format.md §4.1 hardware semantics, one addition at a time, in Python-int-safe int64:
+    the straightforward per-cycle loop the stacked interpreter must reproduce."""
+    index = next(i for i, op in enumerate(program.ops) if op["kind"] == "crossbar")
+    attrs, arrays = program.ops[index]["attrs"], program.op_arrays(index)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    counts = {"adc_clips": 0, "adc_conversions": 0, "acc_overflows": 0}
+
+    def limit(v: np.ndarray) -> np.ndarray:
+        over = (v < lo) | (v > hi)
+        counts["acc_overflows"] += int(over.sum())
+        return np.clip(v, lo, hi) if acc_mode == "saturate" else ((v - lo) % (1 << acc_bits)) + lo
+
+    def adc(v: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        code = (v + ((1 << shift) >> 1)) >> shift
+        counts["adc_clips"] += int((code > (1 << attrs["adc_bits"]) - 1).sum())
+        counts["adc_conversions"] += code.size
+        return np.minimum(code, (1 << attrs["adc_bits"]) - 1) << shift
+
+    patches = x.reshape(len(x), -1, attrs["rows"]).sum(axis=1)   # the toys' optional global sum-pool
+    d, b = attrs["dac_bits"], attrs["slice_bits"]
+    acc = np.zeros((len(x), attrs["cols"]), np.int64)
+    total = np.zeros((len(x), 1), np.int64)
+    for t in range(len(attrs["tiles"])):
+        cells, rows, cols = (arrays[f"tile{t}.{k}"].astype(np.int64) for k in ("cells", "rows", "cols"))
+        shift = arrays[f"tile{t}.adc_shift"].astype(np.int64)
+        for j in range(attrs["dac_cycles"]):
+            plane = (patches[:, rows] >> (d * j)) & ((1 << d) - 1)
+            for p, sign in enumerate(attrs["polarities"]):
+                for s in range(attrs["slices"]):
+                    value = adc(plane @ cells[p, s], shift[p, s])
+                    acc[:, cols] = limit(acc[:, cols] + sign * (value << (b * s + d * j)))
+            if attrs["tiles"][t]["reference"]:
+                ref = adc(plane.sum(axis=1, keepdims=True), arrays[f"tile{t}.ref_shift"].astype(np.int64))
+                total = limit(total + (ref << (d * j)))
+    out = limit((acc << attrs["offset_shift"]) - total * arrays["offset_num"][None, :])
+    return out, counts
+
+
+def test_hardware_stacking_equals_the_per_cycle_reference() -> None:
+    """Random programs (mappings, slices, DAC plans, clipping ADCs, narrow accumulators): the
+    stacked GEMMs, the ADC shortcut and the no-overflow summation change nothing, counters included."""
+    from check_toys import make_program
+
+    rng = np.random.default_rng(1)
+    paths = set()
+    for trial in range(40):
+        mapping = ("differential", "offset")[trial % 2]
+        k, n = int(rng.integers(3, 30)), int(rng.integers(1, 10))
+        options = {"mapping": mapping, "input_bits": int(rng.integers(1, 9)),
+                   "tile_rows": int(rng.integers(2, 10)), "tile_cols": int(rng.integers(2, 7)),
+                   "dac_bits": int(rng.choice([1, 2, 3, 8])), "slice_bits": int(rng.choice([1, 2, 4])),
+                   "pool": int(rng.choice([1, 3]))}
+        if mapping == "offset":
+            codes = rng.integers(0, 16, (k, n))
+            options.update(offset_num=rng.integers(0, 40, n), offset_shift=int(rng.integers(0, 3)))
+        else:
+            codes = rng.integers(-15, 16, (k, n))
+        if trial % 4 >= 2:
+            options.update(adc_bits=int(rng.integers(2, 7)), adc_shift=int(rng.integers(0, 3)))
+        program = make_program(codes, **options)
+        spec = program.header["input"]
+        x = rng.integers(0, 2 ** spec["bits"], (40, *spec["shape"]))
+        budgets = ((40, "saturate"), (int(rng.integers(5, 12)), "saturate"),
+                   (int(rng.integers(5, 12)), "wrap"))
+        for bits, mode in budgets:
+            interpreter = tfxbar.Interpreter(program, "hardware", accumulator_bits=bits,
+                                             accumulator_mode=mode)
+            out = interpreter.run(x, batch_size=16)
+            expected, counts = _per_cycle_reference(program, x, bits, mode)
+            np.testing.assert_array_equal(out, expected, err_msg=f"{trial} {options} {bits} {mode}")
+            assert interpreter.stats["xbar"] == counts, (trial, options, bits, mode)
+            index = len(program.ops) - 2
+            paths.add((interpreter._hardware_is_ideal(index), interpreter.no_overflow[index]))  # noqa: SLF001
+    assert paths == {(True, True), (False, True), (False, False)}   # every path was exercised
+
+
+@pytest.mark.parametrize("magnitude,dtype", [(100, np.float32), (3000, np.float64), (2 ** 40, np.int64)])
+def test_ideal_gemm_dtype_follows_the_static_bound(magnitude: int, dtype: type) -> None:
+    """float32 only below 2^24, float64 only below 2^53, else int64 — and exact in each case,
+    including sums far above 2^24 that float32 would round."""
+    from check_toys import make_program
+
+    k = 600
+    codes = np.full((k, 3), magnitude, np.int64)
+    codes[::2, 1] *= -1
+    program = make_program(codes, input_bits=8, tile_rows=128, tile_cols=8, slice_bits=8, accumulator_bits=64)
+    interpreter = tfxbar.Interpreter(program)
+    assert interpreter.crossbars[0].dtype == dtype
+    x = np.concatenate([np.full((1, k), 255), RNG.integers(0, 256, (15, k))])
+    out = interpreter.run(x)
+    expected = x @ codes
+    if dtype is np.int64:   # beyond 2^53 the float64 dequantize stage itself rounds
+        expected = expected.astype(np.float64)
+    np.testing.assert_array_equal(out, expected)
+    assert expected[0, 0] == k * 255 * magnitude
+
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8])
+def test_threshold_table_matches_binary_search(dtype: type) -> None:
+    """Lookup / compare-and-count / binary search, both directions, values outside the table
+    (clipped) and thresholds beyond the float32 range, against one searchsorted per channel."""
+    from tfxbar.export.kernels import ThresholdTable
+
+    channels = 6
+    low, high = (0, 256) if dtype is np.uint8 else (-400, 400)
+    x = RNG.integers(low, high, (50, 3, channels))
+    for levels, spread in ((7, 60), (3, 300), (1, 5), (31, 2000)):
+        t = np.sort(RNG.integers(-spread, spread, (channels, levels)), axis=1)
+        t[0, -1] = 2 ** 30   # never passed
+        t[1, 0] = -(2 ** 30)  # always passed (and far outside float32's exact range)
+        direction = np.where(RNG.random(channels) < 0.5, 1, -1).astype(np.int8)
+        stored = np.where(direction[:, None] > 0, t, t[:, ::-1])   # direction −1: non-increasing
+        expected = np.stack([np.searchsorted(stored[c], x[..., c], side="right") if direction[c] > 0
+                             else np.searchsorted(-stored[c], -x[..., c], side="right")
+                             for c in range(channels)], axis=-1)
+        for table_size in (1 << 21, 8):   # lookup table; then its fallbacks
+            ThresholdTable.MAX_TABLE = table_size
+            try:
+                got = ThresholdTable(stored, direction)(x.astype(dtype))
+            finally:
+                ThresholdTable.MAX_TABLE = 1 << 21
+            np.testing.assert_array_equal(got, expected, err_msg=f"{levels} {table_size}")
+
+
+def test_threshold_table_without_clipping_inside_known_bounds() -> None:
+    from tfxbar.export.kernels import ThresholdTable
+
+    t = np.array([[-5, 0, 5], [3, 2, 1]])   # direction −1: non-increasing
+    bounds = (np.array([-50, -3]), np.array([40, 9]))
+    table = ThresholdTable(t, np.array([1, -1], np.int8), bounds)
+    assert table.covers_bounds
+    x = np.stack(np.meshgrid(np.arange(-50, 41), np.arange(-3, 10), indexing="ij"), -1).reshape(-1, 2)
+    expected = ThresholdTable(t, np.array([1, -1], np.int8))(x)
+    np.testing.assert_array_equal(table(x.astype(np.float32), in_bounds=True), expected)
+
+
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 0, 0, 1]])
+def test_max_pool_commutes_with_thresholds(pads: list[int]) -> None:
+    """max(f(x)) = f(max x) for a non-decreasing f (min for non-increasing): the interpreter
+    pools accumulators with the mode times the direction, then thresholds."""
+    from tfxbar.export.kernels import ThresholdTable, max_pool
+
+    channels = 8
+    x = RNG.integers(-60, 60, (4, 7, 6, channels)).astype(np.float32)
+    t = np.sort(RNG.integers(-40, 40, (channels, 7)), axis=1)
+    direction = np.array([1, -1] * 4, np.int8)
+    stored = np.where(direction[:, None] > 0, t, t[:, ::-1])
+    mode = np.array([1, 1, -1, -1] * 2, np.int8)
+    table = ThresholdTable(stored, direction)
+    threshold_then_pool = max_pool(table(x), [2, 3], [2, 2], pads, mode)
+    pool_then_threshold = table(max_pool(x, [2, 3], [2, 2], pads, mode * direction))
+    np.testing.assert_array_equal(pool_then_threshold, threshold_then_pool)
+    assert len(np.unique(threshold_then_pool)) > 3
+
+
+def test_taps_are_int64_codes(models) -> None:
+    program = _convert(models["w4a3"])
+    codes, _ = pixel_codes(16)
+    _, taps = tfxbar.Interpreter(program).run(codes, taps=True)
+    assert taps and all(v.dtype == np.int64 for v in taps.values())
+
+
+@pytest.mark.parametrize("mode", ["ideal", "hardware"])
+def test_pool_first_equals_threshold_first_in_a_program(models, mode: str, monkeypatch) -> None:
+    """The fused threshold → max-pool of a real program, with some channels turned to direction −1
+    and min-pooling, equals running the two ops in file order."""
+    import copy
+
+    program = _convert(models["w4a3"], tile_rows=32, tile_cols=16)
+    header, arrays = copy.deepcopy(program.header), dict(program.arrays)
+    pairs = [i for i, op in enumerate(header["ops"][:-1])
+             if op["kind"] == "threshold" and header["ops"][i + 1]["kind"] == "max_pool"]
+    assert pairs
+    for i in pairs:
+        header["ops"][i]["tap"] = None
+        flip = np.arange(len(arrays[f"op{i}.direction"])) % 2 == 1
+        arrays[f"op{i}.thresholds"] = np.where(flip[:, None], -arrays[f"op{i}.thresholds"],
+                                               arrays[f"op{i}.thresholds"])
+        arrays[f"op{i}.direction"] = np.where(flip, -1, 1).astype(np.int8)   # codes for −x: still valid
+        arrays[f"op{i + 1}.mode"] = np.where(np.arange(len(flip)) % 4 < 2, 1, -1).astype(np.int8)
+    edited = tfxbar.Program(header, arrays)
+    codes, _ = pixel_codes(32)
+    fused = tfxbar.Interpreter(edited, mode).run(codes)
+    monkeypatch.setattr(tfxbar.Interpreter, "_pool_first", lambda self, i: False)
+    np.testing.assert_array_equal(fused, tfxbar.Interpreter(edited, mode).run(codes))

@@ -8,6 +8,7 @@ from typing import Any
 
 from tfxbar.cli import EXIT_OK
 from tfxbar.cli._common import open_program
+from tfxbar.cost.counts import static_counts
 from tfxbar.export.format import Program
 
 __all__ = ["program_info", "register"]
@@ -27,33 +28,33 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def program_info(program: Program) -> dict[str, Any]:
     """Summary of `program`: options, input and one entry per crossbar layer.
 
-    Utilization is the fraction of the physical cells (tiles × polarities × slices ×
-    tile_rows × tile_cols) that hold a weight or the reference column.
+    Utilization is used cells / physical cells (tiles × polarities × slices × tile_rows ×
+    tile_cols), with the cost model's convention (`tfxbar.cost.LayerCounts`): a tile's
+    reference column is one physical column of r cells per tile, counted as used — not one per
+    polarity and slice — because the hardware converts it once per tile and DAC cycle.
     """
     options = program.header["options"]
-    layers, total_used, total_cells, total_arrays = [], 0, 0, 0
+    counts = {layer.op_index: layer for layer in static_counts(program)}
+    layers = []
     for i, op in enumerate(program.ops):
         if op["kind"] != "crossbar":
             continue
-        a, arrays = op["attrs"], program.op_arrays(i)
-        planes = len(a["polarities"]) * a["slices"]
-        used = sum(len(arrays[f"tile{t}.rows"]) * (len(arrays[f"tile{t}.cols"]) + int(tile["reference"]))
-                   for t, tile in enumerate(a["tiles"])) * planes
-        cells = len(a["tiles"]) * planes * options["tile_rows"] * options["tile_cols"]
+        a, c = op["attrs"], counts[i]
         layers.append({"index": i, "name": op["name"], "type": a["layer_type"], "rows": a["rows"],
                        "cols": a["cols"], "mapping": a["mapping"], "polarities": len(a["polarities"]),
-                       "slices": a["slices"], "slice_bits": a["slice_bits"], "tiles": len(a["tiles"]),
-                       "arrays": len(a["tiles"]) * planes, "utilization": used / cells,
+                       "slices": a["slices"], "slice_bits": a["slice_bits"], "tiles": c.tiles,
+                       "arrays": c.arrays, "cells": c.cells, "capacity": c.capacity,
+                       "utilization": c.utilization,
                        "input_bits": a["input_bits"], "dac_bits": a["dac_bits"],
                        "dac_cycles": a["dac_cycles"],
                        "adc_bits": a["adc_bits"], "adc_range": a["adc_range"],
                        "acc_bits_required": a["acc_bits_required"]})
-        total_used, total_cells, total_arrays = total_used + used, total_cells + cells, total_arrays + len(
-            a["tiles"]) * planes
+    used, capacity = sum(c["cells"] for c in layers), sum(c["capacity"] for c in layers)
     return {"producer": program.header["producer"], "version": program.header["version"],
             "input": program.header["input"], "options": options, "ops": len(program.ops),
-            "crossbars": layers, "tiles": sum(layer["tiles"] for layer in layers), "arrays": total_arrays,
-            "utilization": total_used / total_cells if total_cells else 0.0}
+            "crossbars": layers, "tiles": sum(layer["tiles"] for layer in layers),
+            "arrays": sum(layer["arrays"] for layer in layers),
+            "utilization": used / capacity if capacity else 0.0}
 
 
 def _table(info: dict[str, Any]) -> str:

@@ -78,7 +78,9 @@ class LayerCounts:
         patches: patches per inference (M).
         tiles: number of tiles; each holds P·L physical arrays of tile_rows × tile_cols.
         arrays: physical arrays (tiles·P·L).
-        cells: used cells (weights and reference column).
+        cells: used cells: every weight cell of every polarity and slice, plus a tile's
+            reference column once (r cells per tile, not per polarity or slice: it is one
+            physical column, converted once per DAC cycle).
         capacity: cells of the physical arrays (arrays · tile_rows · tile_cols).
         zero_columns: physical columns whose cells are all zero.
         columns: physical columns read by ADCs (including reference columns).
@@ -122,7 +124,8 @@ class LayerCounts:
 
     @property
     def utilization(self) -> float:
-        """Used cells / (tiles × P·L × tile_rows × tile_cols)."""
+        """Used cells / (tiles × P·L × tile_rows × tile_cols); the reference column counts as
+        used, once per tile (`tfxbar info` reports the same figure)."""
         return self.cells / self.capacity if self.capacity else 0.0
 
     def counts(self, sparse: bool = False) -> dict[str, float]:

@@ -10,6 +10,15 @@ Modes:
   ADC clips and accumulator overflows per layer. With lossless ADCs and no overflow it equals
   ideal mode exactly.
 
+Speed without giving up exactness (docs/benchmarks.md): codes and accumulators travel as
+float32 (or float64) wherever every partial sum is provably below 2^24 (2^53), so each crossbar
+is one BLAS GEMM on exact integers, else as int64. Thresholds are one table lookup for all
+channels, and run after a following max-pool (they are monotone per channel). In hardware
+mode each tile is one GEMM (DAC cycles stacked as rows, polarities × slices as columns);
+accumulator additions are summed at once when a static bound proves that none can overflow,
+and a crossbar whose ADCs provably pass every partial sum unchanged runs as in ideal mode
+(the counters are then known in closed form).
+
 A device instance (e.g. from tfxbar.variation) can be applied in hardware mode through
 `conductances`: a callable ``(layer_name, tile_index, cells) -> float array`` of the same
 shape as the integer cells (polarity × slice × rows × cols), in units of one code step.
@@ -27,12 +36,20 @@ from typing import Any
 import numpy as np
 
 from tfxbar.export.format import Program
-from tfxbar.export.kernels import apply_thresholds, im2col, max_pool, sum_pool
+from tfxbar.export.kernels import ThresholdTable, im2col, max_pool, sum_pool
 
 __all__ = ["Interpreter"]
 
 _EXACT_FLOAT64 = 2 ** 53
 _EXACT_FLOAT32 = 2 ** 24
+
+
+def _exact_dtype(bound: int) -> np.dtype:
+    """Cheapest GEMM dtype in which every partial sum of magnitude ≤ `bound` is exact:
+    integers below 2^24 (2^53) are exact in float32 (float64) whatever the summation order."""
+    if bound < _EXACT_FLOAT32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64 if bound < _EXACT_FLOAT64 else np.int64)
 
 
 def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
@@ -42,10 +59,35 @@ def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
     return x.astype(np.int64) @ w.astype(np.int64)
 
 
-def _float_gemm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact integer product with `w` already float32/float64 and |every partial sum| below
-    2^24 / 2^53 respectively (integers are exact in float there, whatever the summation order)."""
-    return np.rint(x.astype(w.dtype) @ w).astype(np.int64)
+class _Tile:
+    """One tile prepared for hardware mode: its cells as one stacked matrix and static bounds."""
+
+    def __init__(self, t: int, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+        self.cells = arrays[f"tile{t}.cells"]
+        self.rows, self.cols = arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"]
+        self.adc_shift, self.ref_shift = arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift")
+        p, s, r, c = self.cells.shape
+        d, cycles, top = attrs["dac_bits"], attrs["dac_cycles"], (1 << attrs["adc_bits"]) - 1
+        # Largest bit-plane value per DAC cycle (the top cycle may hold fewer bits).
+        self.plane_max = np.array([min((1 << d) - 1, attrs["input_max"] >> (d * j)) for j in range(cycles)])
+        colsum = self.cells.astype(np.int64).sum(axis=2)                     # (P, L, c)
+        peak = int(self.plane_max.max()) * int(colsum.max(initial=0))
+        self.dtype = _exact_dtype(peak)
+        # Polarities × slices side by side: one GEMM per tile computes every column's partial sum.
+        self.stacked = self.cells.transpose(2, 0, 1, 3).reshape(r, p * s * c).astype(self.dtype)
+        # The ADC is the identity when no step is coarser than 1 and no partial sum can reach its top.
+        self.identity = not self.adc_shift.any() and peak <= top
+        ref_peak = int(self.plane_max.max()) * r
+        self.ref_identity = self.ref_shift is None or (not self.ref_shift.any() and ref_peak <= top)
+        # Static bound of every ADC output per (cycle, polarity, slice, column), for overflow proofs.
+        partial = self.plane_max[:, None, None, None].astype(np.float64) * colsum[None]
+        shift = 2.0 ** self.adc_shift.astype(np.float64)
+        self.term_max = (partial if self.identity else np.minimum(top * shift, partial + shift / 2))
+        if self.ref_shift is not None:
+            ref_step = 2.0 ** float(self.ref_shift[0])
+            self.ref_max = self.plane_max * float(r) if self.ref_identity else \
+                np.minimum(top * ref_step, self.plane_max * float(r) + ref_step / 2)
+        self.conversions = cycles * (p * s * c + (self.ref_shift is not None))
 
 
 class _Crossbar:
@@ -57,6 +99,7 @@ class _Crossbar:
         self.tiles = [(arrays[f"tile{t}.cells"], arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"],
                        arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift"))
                       for t in range(len(attrs["tiles"]))]
+        self.hw_tiles = [_Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
         self.offset = arrays["offset_num"]
         self.shift = attrs["offset_shift"]
         weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
@@ -68,15 +111,30 @@ class _Crossbar:
         self.weights = (weights << self.shift) - self.offset[None, :]
         bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
         self.exact_float = bound < _EXACT_FLOAT64
-        # Ideal-mode GEMM operand: float32 when every partial sum is below 2^24, else float64.
-        self.float_weights = (self.weights.astype(np.float32) if bound < _EXACT_FLOAT32
-                              else self.weights.astype(np.float64) if self.exact_float else None)
+        # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
+        # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
+        self.dtype = _exact_dtype(bound)
+        self.gemm_weights = self.weights.astype(self.dtype)
+        self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
 
-    def patches(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    def lead(self, x: np.ndarray) -> tuple[int, ...]:
+        """Leading (per-patch) shape of the output for input `x`."""
+        if self.attrs["layer_type"] == "Dense":
+            return x.shape[:-1]
+        (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"]
+        return len(x), (x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1
+
+    def patches(self, x: np.ndarray, dtype: Any = np.int64) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Patches, one per row (K columns), as `dtype` (integer codes by default), and the lead shape."""
+        x = x.astype(dtype, copy=False)
         if self.attrs["layer_type"] == "Dense":
             return x, x.shape[:-1]
         p = im2col(x, self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"])
         return p.reshape(-1, p.shape[-1]), p.shape[:-1]
+
+    def ideal(self, x: np.ndarray) -> np.ndarray:
+        """Exact X for every patch, (patches, N) in `self.dtype` (exact integers)."""
+        return self.patches(x, self.dtype)[0] @ self.gemm_weights
 
 
 class Interpreter:
@@ -110,17 +168,23 @@ class Interpreter:
         self.arrays = [program.op_arrays(i) for i in range(len(self.ops))]
         self.crossbars = {i: _Crossbar(op, self.arrays[i]) for i, op in enumerate(self.ops)
                           if op["kind"] == "crossbar"}
+        self.thresholds = {i: ThresholdTable(self.arrays[i]["thresholds"], self.arrays[i]["direction"],
+                                             self._bounds(i - 1))
+                           for i, op in enumerate(self.ops) if op["kind"] == "threshold"}
+        # Per crossbar: can no accumulator step overflow (then the order of additions is free)?
+        self.no_overflow = {i: self._cannot_overflow(xbar) for i, xbar in self.crossbars.items()}
         self.stats: dict[str, dict[str, int]] = {}
         self.crossbar_hook: Callable[[int, np.ndarray], None] | None = None
         self._devices: dict[tuple[int, int], np.ndarray] = {}
 
     # -- public ----------------------------------------------------------------------------
-    def run(self, x: np.ndarray, batch_size: int = 256, taps: bool = False) -> Any:
+    def run(self, x: np.ndarray, batch_size: int = 64, taps: bool = False) -> Any:
         """Outputs (float64) for integer input codes `x` of shape ``(N, *input.shape)``.
 
         Arguments:
             x: integer codes (e.g. uint8 pixels) in [0, 2^input.bits − 1].
-            batch_size: examples per internal batch (bounds memory of im2col).
+            batch_size: examples per internal batch (bounds memory of im2col; 16–64 keeps the
+                patch matrices cache-sized and was fastest, docs/benchmarks.md).
             taps: also return ``{keras_layer: int64 codes}`` for every op with a tap.
 
         Raises:
@@ -139,18 +203,19 @@ class Interpreter:
         self.stats = {}
         outputs, tapped = [], {}
         for start in range(0, len(x), batch_size):
-            out, found = self._run_batch(x[start:start + batch_size].astype(np.int64))
+            # Codes of at most 16 bits are exact in float32, the dtype BLAS is fed with.
+            out, found = self._run_batch(x[start:start + batch_size].astype(np.float32))
             outputs.append(out)
             for key, value in found.items():
                 tapped.setdefault(key, []).append(value)
         result = np.concatenate(outputs) if outputs else np.zeros((0,), np.float64)
         if taps:
-            return result, {k: np.concatenate(v) for k, v in tapped.items()}
+            return result, {k: self._as_codes(k, np.concatenate(v)) for k, v in tapped.items()}
         return result
 
     __call__ = run
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Top-1 class indices."""
         return np.argmax(self.run(x, batch_size), axis=-1)
 
@@ -182,17 +247,40 @@ class Interpreter:
                 if ref_shift is not None:
                     tiles[t][1] = max(tiles[t][1] or 0, int(plane.sum(axis=1).max(initial=0)))
 
+    def _bounds(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Static range of op `i`'s exact output: a crossbar's accumulator bounds (docs/format.md)."""
+        if i < 0 or self.ops[i]["kind"] != "crossbar":
+            return None
+        return self.arrays[i]["acc_lo"], self.arrays[i]["acc_hi"]
+
+    def _as_codes(self, tap: str, value: np.ndarray) -> np.ndarray:
+        """Tapped codes/accumulators as int64 (they travel as exact floats); dequantized outputs as is."""
+        kinds = {op["kind"] for op in self.ops if op["tap"] == tap}
+        return value if "dequantize" in kinds else value.astype(np.int64)
+
     # -- ops -------------------------------------------------------------------------------
     def _run_batch(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         found = {}
-        for i, op in enumerate(self.ops):
+        i = 0
+        exact = False   # x is an exact crossbar output, hence within its static bounds
+        while i < len(self.ops):
+            op = self.ops[i]
             kind, attrs, arrays = op["kind"], op["attrs"], self.arrays[i]
             if kind == "crossbar" and hasattr(self, "_peaks"):
                 self._observe(i, self.crossbars[i], self.crossbars[i].patches(x)[0])
             if kind == "crossbar":
                 x = self._crossbar(i, x)
+                exact = self.mode == "ideal" or self._hardware_is_ideal(i)
+            elif kind == "threshold" and self._pool_first(i):
+                # A threshold is monotone per channel (non-decreasing for direction +1), so the
+                # max of thresholded values is the threshold of the max (of the min for −1):
+                # pooling the accumulator first thresholds 1/(pool area) of the values.
+                pool = self.ops[i + 1]["attrs"]
+                mode = self.arrays[i + 1]["mode"] * arrays["direction"]
+                x = self.thresholds[i](max_pool(x, pool["pool"], pool["strides"], pool["pads"], mode), exact)
+                i, op = i + 1, self.ops[i + 1]
             elif kind == "threshold":
-                x = apply_thresholds(x, arrays["thresholds"], arrays["direction"])
+                x = self.thresholds[i](x, exact)
             elif kind == "max_pool":
                 x = max_pool(x, attrs["pool"], attrs["strides"], attrs["pads"], arrays["mode"])
             elif kind == "sum_pool":
@@ -203,19 +291,62 @@ class Interpreter:
                 x = self._dequantize(x, attrs["chain"], arrays)
             if op["tap"] is not None:
                 found[op["tap"]] = x
+            exact = exact and kind == "crossbar"
+            i += 1
         return x, found
+
+    def _pool_first(self, i: int) -> bool:
+        """Whether threshold op `i` may be swapped with a following max-pool (its own output unseen)."""
+        return (i + 1 < len(self.ops) and self.ops[i + 1]["kind"] == "max_pool"
+                and self.ops[i]["tap"] is None)
 
     def _crossbar(self, index: int, x: np.ndarray) -> np.ndarray:
         xbar = self.crossbars[index]
-        patches, lead = xbar.patches(x)
         if self.crossbar_hook is not None:
-            self.crossbar_hook(index, patches)
+            self.crossbar_hook(index, xbar.patches(x)[0])
+        lead = xbar.lead(x)
         if self.mode == "ideal":
-            acc = (_float_gemm(patches, xbar.float_weights) if xbar.float_weights is not None
-                   else _gemm(patches, xbar.weights, False))
+            acc = xbar.ideal(x)
+        elif self._hardware_is_ideal(index):
+            # Lossless ADCs on every column and no possible overflow: the hardware result is
+            # the ideal one exactly, and the counters are known without modelling anything.
+            acc = xbar.ideal(x)
+            counters = self._counters(xbar.name)
+            counters["adc_conversions"] += int(np.prod(lead)) * sum(t.conversions for t in xbar.hw_tiles)
         else:
-            acc = self._hardware(index, xbar, patches)
+            acc = self._hardware(index, xbar, x)
         return acc.reshape(*lead, xbar.attrs["cols"])
+
+    def _counters(self, name: str) -> dict[str, int]:
+        return self.stats.setdefault(name, {"adc_clips": 0, "adc_conversions": 0, "acc_overflows": 0})
+
+    def _hardware_is_ideal(self, index: int) -> bool:
+        xbar = self.crossbars[index]
+        return (self.conductances is None and self.no_overflow[index]
+                and all(t.identity and t.ref_identity for t in xbar.hw_tiles))
+
+    def _cannot_overflow(self, xbar: _Crossbar) -> bool:
+        """Static proof that no accumulator addition of `xbar` can leave the accumulator range.
+
+        Every running sum is bounded by the sum of the largest magnitudes of all its terms (ADC
+        outputs times their shifts). Bounds are float64 sums of non-negative terms, compared with
+        a margin far above their rounding error, so the proof is conservative."""
+        attrs = xbar.attrs
+        d, b, top = attrs["dac_bits"], attrs["slice_bits"], (1 << attrs["adc_bits"]) - 1
+        acc = np.zeros(attrs["cols"], np.float64)
+        total = 0.0
+        for tile in xbar.hw_tiles:
+            term = tile.term_max
+            if self.conductances is not None:   # a device may add any partial sum: only the ADC bounds it
+                term = np.broadcast_to(top * 2.0 ** tile.adc_shift.astype(np.float64), term.shape)
+            weight = 2.0 ** (d * np.arange(attrs["dac_cycles"]))[:, None, None, None] * \
+                2.0 ** (b * np.arange(attrs["slices"]))[None, None, :, None]
+            np.add.at(acc, tile.cols, (term * weight).sum(axis=(0, 1, 2)))
+            if tile.ref_shift is not None:
+                total += float((tile.ref_max * 2.0 ** (d * np.arange(attrs["dac_cycles"]))).sum())
+        final = acc * 2.0 ** xbar.shift + total * np.abs(xbar.offset.astype(np.float64))
+        limit = float((1 << (self.accumulator_bits - 1)) - 1) * (1 - 1e-9)
+        return bool(max(acc.max(initial=0), total, final.max(initial=0)) <= limit)
 
     def _limit(self, value: np.ndarray, counters: dict[str, int]) -> np.ndarray:
         lo, hi = -(1 << (self.accumulator_bits - 1)), (1 << (self.accumulator_bits - 1)) - 1
@@ -241,33 +372,56 @@ class Interpreter:
         counters["adc_conversions"] += code.size
         return np.clip(code, 0, top) << shift
 
-    def _hardware(self, index: int, xbar: _Crossbar, patches: np.ndarray) -> np.ndarray:
+    def _hardware(self, index: int, xbar: _Crossbar, x: np.ndarray) -> np.ndarray:
+        """Tile by tile: all DAC cycles stacked as rows and all polarities × slices as columns of
+        one GEMM per tile; the ADC on the whole result; then the accumulator additions in the
+        order of docs/format.md §4.1 (summed at once when no addition can overflow)."""
         attrs = xbar.attrs
-        counters = self.stats.setdefault(
-            xbar.name, {"adc_clips": 0, "adc_conversions": 0, "acc_overflows": 0})
-        bits = attrs["adc_bits"]
-        dac, cycles = attrs["dac_bits"], attrs["dac_cycles"]
-        width = attrs["slice_bits"]
-        acc = np.zeros((len(patches), attrs["cols"]), np.int64)
-        total = np.zeros((len(patches), 1), np.int64)
-        for t, (cells, rows, cols, adc_shift, ref_shift) in enumerate(xbar.tiles):
-            cond = self._device(index, t, xbar.name, cells)
-            inputs = patches[:, rows]
+        counters = self._counters(xbar.name)
+        bits, dac, cycles = attrs["adc_bits"], attrs["dac_bits"], attrs["dac_cycles"]
+        width, polarities, slices = attrs["slice_bits"], attrs["polarities"], attrs["slices"]
+        free = self.no_overflow[index]
+        whole = (1 << dac) - 1 >= attrs["input_max"]   # one cycle carries every bit: no bit-planes
+        codes = np.int32 if attrs["input_max"] < 2 ** 31 else np.int64   # bit-planes need integers
+        patches = xbar.patches(x, np.float32 if whole else codes)[0]
+        m = len(patches)
+        acc = np.zeros((m, attrs["cols"]), np.int64)
+        total = np.zeros((m, 1), np.int64)
+        for t, tile in enumerate(xbar.hw_tiles):
+            inputs = patches[:, tile.rows]
+            planes = inputs if whole else np.concatenate(
+                [(inputs >> (dac * j)) & ((1 << dac) - 1) for j in range(cycles)])
+            cond = self._device(index, t, xbar.name, tile.cells)
+            if cond is None:
+                partial = planes.astype(tile.dtype, copy=False) @ tile.stacked
+                partial = partial.astype(np.int64, copy=False)
+            else:
+                r = len(tile.rows)
+                partial = planes.astype(np.float64, copy=False) @ cond.transpose(2, 0, 1, 3).reshape(r, -1)
+            p_, s_, c = tile.cells.shape[0], tile.cells.shape[1], len(tile.cols)
+            partial = partial.reshape(cycles, m, p_, s_, c)
+            if tile.identity and cond is None:
+                value = partial
+                counters["adc_conversions"] += partial.size
+            else:
+                value = self._adc(partial, tile.adc_shift, bits, counters)
+            current = acc[:, tile.cols]
             for j in range(cycles):
-                plane = (inputs >> (dac * j)) & ((1 << dac) - 1)
-                for p, sign in enumerate(attrs["polarities"]):
-                    for s in range(attrs["slices"]):
-                        if cond is None:
-                            partial = _gemm(plane, cells[p, s], True)
-                        else:
-                            partial = plane.astype(np.float64) @ cond[p, s]
-                        value = self._adc(partial, adc_shift[p, s], bits, counters)
-                        acc[:, cols] = self._limit(acc[:, cols] + sign * (value << (width * s + dac * j)),
-                                                   counters)
-                if ref_shift is not None:
-                    value = self._adc(plane.sum(axis=1, keepdims=True), ref_shift, bits, counters)
-                    total = self._limit(total + (value << (dac * j)), counters)
-        return self._limit((acc << xbar.shift) - total * xbar.offset[None, :], counters)
+                for p, sign in enumerate(polarities):
+                    for s in range(slices):
+                        term = value[j, :, p, s] << (width * s + dac * j)
+                        current = current + term if sign > 0 else current - term
+                        if not free:
+                            current = self._limit(current, counters)
+            acc[:, tile.cols] = current
+            if tile.ref_shift is not None:
+                sums = planes.reshape(cycles, m, -1).sum(axis=2, dtype=np.int64)
+                for j in range(cycles):
+                    total = total + (self._adc(sums[j][:, None], tile.ref_shift, bits, counters) << (dac * j))
+                    if not free:
+                        total = self._limit(total, counters)
+        out = (acc << xbar.shift) - total * xbar.offset[None, :]
+        return out if free else self._limit(out, counters)
 
     def _device(self, index: int, tile: int, name: str, cells: np.ndarray) -> np.ndarray | None:
         if self.conductances is None:

@@ -48,6 +48,8 @@ class DeviceVariation(keras.callbacks.Callback):
         noise_table: draw the training noise as random windows of a fixed table of N(0, 1)
             samples (see `VariationState.normal`) instead of fresh Philox samples per cell;
             several times cheaper per step. Evaluation always uses exact draws.
+        jit_compile: with `noise_table`, compile each kernel's noise chain with XLA into one
+            fused loop over its cells (only the noise, not the rest of the train step).
 
     References:
         Joshi et al., Accurate deep neural network inference using computational phase-change
@@ -62,7 +64,7 @@ class DeviceVariation(keras.callbacks.Callback):
     def __init__(self, device: DeviceModel,
                  schedule: Schedule | float | Sequence[float] | Callable[[int], float] | None = None,
                  seed: int = 0, at_inference: bool = False, log_stats: bool = True,
-                 noise_table: bool = True) -> None:
+                 noise_table: bool = True, jit_compile: bool = True) -> None:
         super().__init__()
         if not isinstance(device, DeviceModel):
             raise TypeError(f"device must be a tfxbar DeviceModel, got {device!r}")
@@ -72,6 +74,7 @@ class DeviceVariation(keras.callbacks.Callback):
         self.at_inference = bool(at_inference)
         self.log_stats = bool(log_stats)
         self.noise_table = bool(noise_table)
+        self.jit_compile = bool(jit_compile)
         self.state: VariationState | None = None
         self._saved: list[tuple[Any, Any]] = []
         self._epoch = 0
@@ -87,7 +90,7 @@ class DeviceVariation(keras.callbacks.Callback):
                 largest = max((int(np.prod(k.kernel.shape)) for k in quantized_kernels(model)),
                               default=0)
                 self.state.create_table(max(_MIN_TABLE, 4 * largest))
-        self._saved = install(model, self.state, self.device, self.at_inference)
+        self._saved = install(model, self.state, self.device, self.at_inference, self.jit_compile)
         # fit made (and may already have traced) its train function before this hook ran;
         # rebuild it so the cell noise is traced in. fit looks it up again on every step.
         model.make_train_function(force=True)

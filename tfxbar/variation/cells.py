@@ -9,7 +9,9 @@ reaches the clean kernel exactly as without noise (straight-through), and with z
 Δc = Δb = 0 exactly: the kernel is bit-identical to the clean one.
 
 All random draws are stateless, keyed by (seed, kernel, cell group, noise kind) and a counter
-held in a variable, so one graph serves every batch, chip and σ without retracing.
+held in a variable, so one graph serves every batch, chip and σ without retracing. In training
+with a noise table, each kernel's whole chain (table windows, both cells, faults, read-back)
+is one XLA-compiled function: a single pass over the cells instead of ~20 full-size tensors.
 """
 
 from __future__ import annotations
@@ -76,14 +78,8 @@ class VariationState:
         forward pass of a small crossbar layer (the shared noise table of Salimans et al.,
         Evolution Strategies, arXiv:1703.03864).
         """
-        if exact or self.table is None:
-            return tf.random.stateless_normal(shape, seed)
-        n = int(np.prod(shape))
-        room = int(self.table.shape[0]) - n + 1
-        if room < 1:
-            return tf.random.stateless_normal(shape, seed)
-        start = tf.random.stateless_uniform([1], seed, minval=0, maxval=room, dtype=tf.int64)
-        return tf.reshape(tf.slice(tf.convert_to_tensor(self.table), start, [n]), shape)
+        table = None if exact or self.table is None else tf.convert_to_tensor(self.table)
+        return _normal(shape, seed, table)
 
     def set_device(self, device: DeviceModel) -> None:
         """Load a device's numeric parameters (its structure — stages, cell and slice bits —
@@ -95,6 +91,29 @@ class VariationState:
         values = dict(zip(PARAMETERS, self.params.numpy().tolist(), strict=True))
         strength = float(self.strength.numpy())
         return {k: (v * strength if k in SCHEDULED else v) for k, v in values.items()}
+
+
+def _normal(shape: list[int], seed: tf.Tensor, table: tf.Tensor | None) -> tf.Tensor:
+    """Exact Philox normals without a table, else a table window at a seeded offset."""
+    n = int(np.prod(shape))
+    room = 0 if table is None else int(table.shape[0]) - n + 1
+    if room < 1:
+        return tf.random.stateless_normal(shape, seed)
+    start = tf.random.stateless_uniform([1], seed, minval=0, maxval=room, dtype=tf.int64)
+    return tf.reshape(tf.slice(table, start, [n]), shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What one evaluation of the noise chain reads: tensors, so the same code runs on the
+    state's variables or on the arguments of the fused (XLA) function."""
+
+    params: tf.Tensor  # float32 [len(PARAMETERS)]
+    strength: tf.Tensor  # float32 scalar
+    seed: tf.Tensor  # int64 scalar
+    counter: tf.Tensor  # int64: keys programming draws and faults
+    read_counter: tf.Tensor  # int64: keys read noise
+    table: tf.Tensor | None  # N(0, 1) table; None: exact Philox draws
 
 
 def cell_levels(quantizer: WeightQuantizer) -> int:
@@ -127,14 +146,19 @@ class CellNoise:
         kernel_id: index of the kernel in the model; keys its random streams.
         at_inference: also perturb the forward pass when ``training`` is False, with one
             programming draw per chip (``state.chip``) and read noise per ``state.reads``.
+        jit_compile: in training with a noise table, run the chain as one XLA-compiled
+            function (same distributions; the fused exp may differ from TensorFlow's in the
+            last bit). Evaluation and exact draws never use it.
     """
 
     def __init__(self, state: VariationState, device: DeviceModel, kernel_id: int,
-                 at_inference: bool = False) -> None:
+                 at_inference: bool = False, jit_compile: bool = False) -> None:
         self.state = state
         self.structure = _Structure.of(device)
         self.kernel_id = int(kernel_id)
         self.at_inference = bool(at_inference)
+        self.jit_compile = bool(jit_compile)
+        self._fused: dict[int, Any] = {}  # id(quantizer) → XLA-compiled chain
 
     def __call__(self, quantizer: WeightQuantizer, codes: tf.Tensor, scale: tf.Tensor,
                  offset: tf.Tensor, training: Any) -> tf.Tensor:
@@ -149,21 +173,53 @@ class CellNoise:
     def deltas(self, quantizer: WeightQuantizer, codes: tf.Tensor, offset: tf.Tensor,
                training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """Code errors ``(Δc, Δb)`` in code units that the noisy cells add to codes and offset."""
-        c = tf.stop_gradient(codes)
+        c, b = tf.stop_gradient(codes), tf.stop_gradient(offset)
+        s = self.state
+        params, strength = tf.convert_to_tensor(s.params), tf.convert_to_tensor(s.strength)
+        seed = tf.convert_to_tensor(s.seed)
+        if training:
+            counter = read_counter = tf.cast(tf.convert_to_tensor(s.step_counter), tf.int64)
+        else:
+            counter = tf.convert_to_tensor(s.chip)
+            read_counter = counter * 2 ** 32 + tf.convert_to_tensor(s.reads)
+        # Chips in evaluation always get exact Philox draws.
+        table = tf.convert_to_tensor(s.table) if training and s.table is not None else None
+        if table is not None and self.jit_compile:
+            return self._fused_chain(quantizer)(c, b, params, strength, seed, counter, table)
+        return self._chain(quantizer, c, b, _Inputs(params, strength, seed, counter, read_counter,
+                                                    table))
+
+    def _fused_chain(self, quantizer: WeightQuantizer) -> Any:
+        """The training chain of this kernel as one XLA cluster: XLA fuses the windows, the
+        exp, the fault selects and the read-back into a single loop over the cells."""
+        fused = self._fused.get(id(quantizer))
+        if fused is None:
+            def chain(c: tf.Tensor, b: tf.Tensor, params: tf.Tensor, strength: tf.Tensor,
+                      seed: tf.Tensor, counter: tf.Tensor, table: tf.Tensor
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+                inputs = _Inputs(params, strength, seed, counter, counter, table)
+                return self._chain(quantizer, c, b, inputs)
+
+            fused = self._fused[id(quantizer)] = tf.function(chain, jit_compile=True,
+                                                             autograph=False)
+        return fused
+
+    def _chain(self, quantizer: WeightQuantizer, c: tf.Tensor, b: tf.Tensor,
+               inputs: _Inputs) -> tuple[tf.Tensor, tf.Tensor]:
         levels = cell_levels(quantizer)
         if quantizer.cell_view == "differential":
             slices = self._slices(levels)
-            d_plus = self._stored_delta(tf.maximum(c, 0.0), levels, 0, training)
-            d_minus = self._stored_delta(tf.maximum(-c, 0.0), levels, slices, training)
-            return d_plus - d_minus, tf.zeros_like(offset)
-        d_cell = self._stored_delta(c - float(min(quantizer.levels)), levels, 0, training)
+            d_plus = self._stored_delta(tf.maximum(c, 0.0), levels, 0, inputs)
+            d_minus = self._stored_delta(tf.maximum(-c, 0.0), levels, slices, inputs)
+            return d_plus - d_minus, tf.zeros_like(b)
+        d_cell = self._stored_delta(c - float(min(quantizer.levels)), levels, 0, inputs)
         # The offset b is realised as b·Σx: a reference column with one cell per row,
         # programmed to the top level and shared by every output column, scaled digitally.
         shape = c.shape.as_list()
         shape[quantizer.channel_axis] = 1
         top = float(self._physical_levels(levels) - 1)
-        d_ref = self._cell_delta(tf.fill(shape, top), top + 1.0, _REF_GROUP, training)
-        return d_cell, tf.stop_gradient(offset) * d_ref / top
+        d_ref = self._cell_delta(tf.fill(shape, top), top + 1.0, _REF_GROUP, inputs)
+        return d_cell, b * d_ref / top
 
     def _slice_bits(self, levels: int) -> int | None:
         bits = self.structure.slice_bits
@@ -179,35 +235,28 @@ class CellNoise:
         bits = self._slice_bits(levels)
         return levels if bits is None else 2 ** bits
 
-    def _stored_delta(self, g: tf.Tensor, levels: int, group: int, training: bool) -> tf.Tensor:
+    def _stored_delta(self, g: tf.Tensor, levels: int, group: int, inputs: _Inputs) -> tf.Tensor:
         """Δ of a non-negative code g held in one cell or in bit slices (shift-and-add)."""
         bits = self._slice_bits(levels)
         if bits is None:
-            return self._cell_delta(g, float(levels), group, training)
+            return self._cell_delta(g, float(levels), group, inputs)
         base = float(2 ** bits)
         total = tf.zeros_like(g)
         for k in range(self._slices(levels)):
             weight = base ** k
             piece = tf.math.floormod(tf.math.floordiv(g, weight), base)
-            total += weight * self._cell_delta(piece, base, group + k, training)
+            total += weight * self._cell_delta(piece, base, group + k, inputs)
         return total
 
     # -- one physical cell ---------------------------------------------------------------------
-    def _seed(self, group: int, kind: int, training: bool) -> tf.Tensor:
-        s = self.state
-        key = s.seed * 1_000_003 + (self.kernel_id * _GROUPS + group) * 8 + kind
-        if training:
-            counter = tf.cast(tf.convert_to_tensor(s.step_counter), tf.int64)
-        elif kind == _READ:
-            counter = s.chip * 2 ** 32 + tf.convert_to_tensor(s.reads)
-        else:
-            counter = tf.convert_to_tensor(s.chip)
-        return tf.stack([key, counter])
+    def _seed(self, group: int, kind: int, inputs: _Inputs) -> tf.Tensor:
+        key = inputs.seed * 1_000_003 + (self.kernel_id * _GROUPS + group) * 8 + kind
+        return tf.stack([key, inputs.read_counter if kind == _READ else inputs.counter])
 
-    def _cell_delta(self, g: tf.Tensor, levels: float, group: int, training: bool) -> tf.Tensor:
+    def _cell_delta(self, g: tf.Tensor, levels: float, group: int, inputs: _Inputs) -> tf.Tensor:
         """Read-back error, in code units, of cells programmed to codes g of `levels` levels."""
-        st, p = self.structure, tf.convert_to_tensor(self.state.params)
-        amp = p[: len(SCHEDULED)] * tf.convert_to_tensor(self.state.strength)
+        st, p = self.structure, inputs.params
+        amp = p[: len(SCHEDULED)] * inputs.strength
         g_min = p[_P["g_min"]]
         span = 1.0 - g_min
         top = levels - 1.0
@@ -217,10 +266,9 @@ class CellNoise:
             device_top = float(2 ** st.cell_bits - 1)
             target = g_min + tf.round(g / top * device_top) / device_top * span
         shape = g.shape.as_list()
-        exact = not training  # chips in evaluation always get exact Philox draws
 
         def normal(kind: int) -> tf.Tensor:
-            return self.state.normal(shape, self._seed(group, kind, training), exact)
+            return _normal(shape, self._seed(group, kind, inputs), inputs.table)
 
         conductance = target
         if "lognormal_sigma" in st.components:
@@ -245,8 +293,9 @@ class CellNoise:
 
 
 def install(model: keras.Model, state: VariationState, device: DeviceModel,
-            at_inference: bool = False) -> list[tuple[WeightQuantizer, Any]]:
-    """Set a `CellNoise` hook on every quantized kernel of `model`.
+            at_inference: bool = False, jit_compile: bool = False
+            ) -> list[tuple[WeightQuantizer, Any]]:
+    """Set a `CellNoise` hook on every quantized kernel of `model` (arguments as `CellNoise`).
 
     Returns:
         ``(quantizer, previous hook)`` pairs for `uninstall`.
@@ -264,7 +313,7 @@ def install(model: keras.Model, state: VariationState, device: DeviceModel,
         raise ValueError("two kernels share one quantizer object; give each layer its own")
     saved = [(q, q.cell_noise) for q in quantizers]
     for index, q in enumerate(quantizers):
-        q.cell_noise = CellNoise(state, device, index, at_inference)
+        q.cell_noise = CellNoise(state, device, index, at_inference, jit_compile)
     return saved
 
 
