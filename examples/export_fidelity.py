@@ -2,7 +2,17 @@
 
 For every preset, a small CNN is trained briefly, quantized (QAT) and converted; on the MNIST
 test set the ideal-mode interpreter's top-1 predictions and every quantized layer's integer
-codes are compared with the Keras model. Also reports the conversion time.
+codes are compared with the Keras model (tfxbar.export.fidelity.measure). Also reports the
+conversion time.
+
+Columns: *raw* — program activations (end to end) equal to Keras's, and the worst layer;
+*local* — per layer, the exact layer fed with Keras's own input codes vs Keras, i.e. without
+differences inherited from earlier layers; *float32 ties* — local differences whose exact
+pre-activation lies within Keras's float32 rounding error of a rounding boundary;
+*largest tie distance* — max |v/step − (k + ½)| / |v/step| over the local differences;
+*tie window* — share of activations within the (worst-case, loose) float32 bound of a
+boundary; *unexplained* — local differences that are not ties; *program ≠ exact* — program codes vs the
+exact model on the program's own inputs (0 = bit-exact integer program).
 
 Usage:
     TFXBAR_DATA_DIR=/work/shared/data python examples/export_fidelity.py [--train 10000] [--epochs 1]
@@ -23,7 +33,7 @@ import tf_keras as keras  # noqa: E402
 
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
-from tfxbar.introspect import output_codes  # noqa: E402
+from tfxbar.export.fidelity import measure  # noqa: E402
 
 
 def mnist_cnn() -> keras.Model:
@@ -54,9 +64,11 @@ def main() -> None:
     x_train, y_train = datasets.load("mnist", f"train[:{args.train}]")
     x_test, y_test = datasets.load("mnist", "test")
     xf_train, xf_test = datasets.normalize(x_train), datasets.normalize(x_test)
-    print("| preset | Keras acc | interpreter acc | top-1 agreement | activation agreement | "
-          "worst layer | export s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | Keras acc | program acc | top-1 agreement | activation agreement, raw | "
+          "worst layer, raw | local differences (float32 ties) | worst layer, local | largest tie distance | "
+          "tie window | "
+          "worst layer, ties counted as agreeing | unexplained | program ≠ exact | export s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for preset in args.presets:
         keras.utils.set_random_seed(0)
         qmodel = tfxbar.quantize_model(mnist_cnn(), preset, calibration_data=xf_train[:1000])
@@ -66,20 +78,21 @@ def main() -> None:
         start = time.perf_counter()
         program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
         export_s = time.perf_counter() - start
-        logits, taps = tfxbar.Interpreter(program).run(x_test, taps=True)
-        reference = output_codes(qmodel, xf_test, sorted(taps), batch_size=500)
-        k_pred = np.argmax(qmodel.predict(xf_test, batch_size=500, verbose=0), -1)
-        i_pred = np.argmax(logits, -1)
-        same = total = 0
-        worst = (1.0, "")
-        for name, codes in taps.items():
-            equal = np.sum(reference[name].reshape(codes.shape) == codes)
-            same, total = same + equal, total + codes.size
-            worst = min(worst, (equal / codes.size, name))
-        print(f"| {preset} | {np.mean(k_pred == y_test):.4f} | {np.mean(i_pred == y_test):.4f} | "
-              f"{np.mean(k_pred == i_pred) * 100:.2f} % | "
-              f"{same / total * 100:.4f} % ({total - same} of {total}) | "
-              f"{worst[1]} {worst[0] * 100:.4f} % | {export_s:.3f} |", flush=True)
+        fid = measure(qmodel, program, xf_test, codes=x_test)
+        raw, total = fid.total("raw"), fid.size
+        worst, local, fair = fid.worst("raw"), fid.worst("local"), fid.worst("unexplained")
+        print(f"| {preset} | {np.mean(fid.keras_pred == y_test):.4f} | "
+              f"{np.mean(fid.program_pred == y_test):.4f} | {fid.top1_agreement * 100:.2f} % | "
+              f"{(1 - raw / total) * 100:.4f} % ({raw} of {total}) | "
+              f"{worst.layer if worst.raw else '(all layers)'} {worst.raw_agreement * 100:.4f} % | "
+              f"{fid.total('local')} ({fid.total('float32_ties')}) | "
+              f"{local.layer if local.local else '(all layers)'} {local.local_agreement * 100:.4f} % | "
+              f"{max(layer.largest_tie_distance for layer in fid.layers):.1e} | "
+              f"{fid.total('tie_window') / total * 100:.3f} % | "
+              f"{fair.layer if fair.unexplained else '(all layers)'} "
+              f"{fair.tie_adjusted_agreement * 100:.4f} % | "
+              f"{fid.total('unexplained')} | "
+              f"{fid.total('program_exact')} | {export_s:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -361,3 +361,80 @@ def test_pool_first_equals_threshold_first_in_a_program(models, mode: str, monke
     fused = tfxbar.Interpreter(edited, mode).run(codes)
     monkeypatch.setattr(tfxbar.Interpreter, "_pool_first", lambda self, i: False)
     np.testing.assert_array_equal(fused, tfxbar.Interpreter(edited, mode).run(codes))
+
+
+@pytest.mark.parametrize("path", ["float32", "float64", "int64"])
+def test_hardware_float_paths_equal_the_per_cycle_reference(path: str) -> None:
+    """Partial sums beyond float32's exact ADC range (float64 ADC and sums), and the integer ADC
+    fallback (forced), against the per-cycle int64 reference, counters included."""
+    from check_toys import make_program
+
+    rng = np.random.default_rng(3)
+    k, n = 256, 5   # two full row tiles: every tile's peak is past 2^22 in the float64 case
+    magnitude = 15 if path == "float32" else 2 ** 16 - 1
+    codes = rng.integers(-magnitude, magnitude + 1, (k, n))
+    codes[:, ::4] = magnitude   # a column per tile whose partial sums reach the peak
+    program = make_program(codes, input_bits=8, tile_rows=128, tile_cols=4, dac_bits=8, slice_bits=8,
+                           adc_bits=14 if path != "float32" else 6, adc_shift=8 if path != "float32" else 2)
+    x = np.concatenate([np.full((1, k), 255), rng.integers(0, 256, (30, k))])
+    for bits, mode in ((48, "saturate"), (60, "saturate"), (20, "wrap"), (20, "saturate")):
+        interpreter = tfxbar.Interpreter(program, "hardware", accumulator_bits=bits, accumulator_mode=mode)
+        tiles = interpreter.crossbars[0].hw_tiles
+        if path == "int64":
+            for tile in tiles:
+                tile.adc_dtype, tile.scaled = np.dtype(np.int64), None
+        assert {t.adc_dtype.name for t in tiles} == {path}
+        out = interpreter.run(x, batch_size=8)
+        expected, counts = _per_cycle_reference(program, x, bits, mode)
+        np.testing.assert_array_equal(out, expected.astype(np.float64), err_msg=f"{bits} {mode}")
+        assert interpreter.stats["xbar"] == counts, (bits, mode)
+        assert counts["adc_clips"] > 0
+
+
+@pytest.mark.parametrize("mode", ["ideal", "hardware"])
+def test_parallel_batches_equal_sequential(models, mode: str) -> None:
+    """Batches on worker threads: same outputs, taps and counters as one at a time, and a device
+    instance drawn once, in the same order (the callable consumes a random stream)."""
+    program = _convert(models["w4a3"], dac_bits=1, adc_range="clip", adc_bits=5, tile_rows=32, tile_cols=16)
+    codes, _ = pixel_codes(40)
+    results = []
+    for workers in (1, 3):
+        rng = np.random.default_rng(5)
+
+        def device(name: str, t: int, cells: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
+            return cells * rng.lognormal(0, 0.2, cells.shape)
+
+        device = device if mode == "hardware" else None
+        interpreter = tfxbar.Interpreter(program, mode, workers=workers, conductances=device)
+        out, taps = interpreter.run(codes, batch_size=6, taps=True)
+        results.append((out, taps, interpreter.stats))
+    (out1, taps1, stats1), (out3, taps3, stats3) = results
+    np.testing.assert_array_equal(out3, out1)
+    assert taps3.keys() == taps1.keys() and all(np.array_equal(taps3[k], taps1[k]) for k in taps1)
+    assert stats3 == stats1
+    if mode == "hardware":
+        assert list(stats1) == [op["name"] for op in program.ops if op["kind"] == "crossbar"]
+        assert sum(s["adc_clips"] for s in stats1.values()) > 0
+
+
+def test_blas_is_single_threaded_only_inside_a_run() -> None:
+    from tfxbar.export import interpreter as module
+
+    blas = module._blas_library()   # noqa: SLF001
+    if blas is None:
+        pytest.skip("numpy is not linked with a findable OpenBLAS")
+    get, _ = blas
+    before = get()
+    with module._single_threaded_blas():   # noqa: SLF001
+        assert get() == 1
+        with module._single_threaded_blas():   # noqa: SLF001
+            assert get() == 1
+        assert get() == 1
+    assert get() == before
+
+
+def test_workers_must_be_positive() -> None:
+    from check_toys import make_program
+
+    with pytest.raises(ValueError, match="workers"):
+        tfxbar.Interpreter(make_program(np.ones((3, 2), np.int64)), workers=0)

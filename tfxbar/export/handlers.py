@@ -137,7 +137,12 @@ def _batch_norm(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     gamma = layer.gamma.numpy().astype(np.float64) if layer.scale else np.ones_like(mean)
     beta = layer.beta.numpy().astype(np.float64) if layer.center else np.zeros_like(mean)
     a = gamma / np.sqrt(var + layer.epsilon)
-    ctx.lowering.elementwise(layer.name, "BatchNormalization", Affine(a, beta - mean * a))
+    # (x − mean)·a + beta, in the order Keras evaluates it: folding it into a·x + (beta − mean·a)
+    # would be the same real function, but would hide the cancellation in beta − mean·a from
+    # float32 error bounds (tfxbar.export.fidelity). Before a quantizer the chain becomes integer
+    # thresholds, so the second stage costs nothing at run time.
+    ctx.lowering.elementwise(layer.name, "BatchNormalization", Affine(np.ones_like(mean), -mean))
+    ctx.lowering.elementwise(layer.name, "BatchNormalization", Affine(a, beta))
 
 
 @register_handler(keras.layers.ReLU)

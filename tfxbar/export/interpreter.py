@@ -14,10 +14,12 @@ Speed without giving up exactness (docs/benchmarks.md): codes and accumulators t
 float32 (or float64) wherever every partial sum is provably below 2^24 (2^53), so each crossbar
 is one BLAS GEMM on exact integers, else as int64. Thresholds are one table lookup for all
 channels, and run after a following max-pool (they are monotone per channel). In hardware
-mode each tile is one GEMM (DAC cycles stacked as rows, polarities × slices as columns);
-accumulator additions are summed at once when a static bound proves that none can overflow,
-and a crossbar whose ADCs provably pass every partial sum unchanged runs as in ideal mode
-(the counters are then known in closed form).
+mode each tile is one GEMM (DAC cycles stacked as rows, polarities × slices as columns,
+bit-planes cut before im2col) with the weights pre-scaled by 2^−adc_shift, so the ADC is a
+round-and-saturate in place on exact floats; accumulator additions are summed at once (as
+exact floats) when a static bound proves that none can overflow, and a crossbar whose ADCs
+provably pass every partial sum unchanged runs as in ideal mode (the counters are then known
+in closed form). Batches run on `workers` threads with BLAS pinned to one thread each.
 
 A device instance (e.g. from tfxbar.variation) can be applied in hardware mode through
 `conductances`: a callable ``(layer_name, tile_index, cells) -> float array`` of the same
@@ -30,7 +32,12 @@ input patches (one row per patch, K columns) of every crossbar op in either mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -52,11 +59,77 @@ def _exact_dtype(bound: int) -> np.dtype:
     return np.dtype(np.float64 if bound < _EXACT_FLOAT64 else np.int64)
 
 
+def _blas_library() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """(get, set) of the thread count of the OpenBLAS numpy is linked with, or None when it cannot
+    be found (another BLAS, or no /proc: then the interpreter leaves BLAS alone)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if getter is not None and setter is not None:
+                return getter, setter
+    return None
+
+
+_BLAS: list[Any] = []           # [(get, set) or None], resolved on first use
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = [0, 0]             # [runs inside _single_threaded_blas, thread count to restore]
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread per call while inside (restored after): the interpreter parallelises over
+    batches instead, which avoids OpenBLAS's thread hand-offs on small GEMMs and on busy machines
+    (docs/benchmarks.md: the 64 × 3136 × 128 dense GEMM took 92 ms with 2 BLAS threads on a
+    loaded machine, 0.7 ms with one)."""
+    with _BLAS_LOCK:
+        if not _BLAS:
+            _BLAS.append(_blas_library())
+        blas = _BLAS[0]
+        if blas is not None:
+            if _BLAS_USERS[0] == 0:
+                _BLAS_USERS[1] = blas[0]()
+                blas[1](1)
+            _BLAS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        if blas is not None:
+            with _BLAS_LOCK:
+                _BLAS_USERS[0] -= 1
+                if _BLAS_USERS[0] == 0:
+                    blas[1](_BLAS_USERS[1])
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:   # not Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
 def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
     """Exact integer product; float64 BLAS when every partial sum fits in 53 bits."""
     if exact_float:
         return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
     return x.astype(np.int64) @ w.astype(np.int64)
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A contiguous index range as a slice (views instead of gathers), else the index itself."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
 
 
 class _Tile:
@@ -88,6 +161,27 @@ class _Tile:
             self.ref_max = self.plane_max * float(r) if self.ref_identity else \
                 np.minimum(top * ref_step, self.plane_max * float(r) + ref_step / 2)
         self.conversions = cycles * (p * s * c + (self.ref_shift is not None))
+        self.row_index, self.col_index = _as_slice(self.rows), _as_slice(self.cols)
+        # Float ADC: floor(partial · 2^−shift + 0.5) is exact in float32 below 2^22 (the + 0.5 and
+        # the fraction bits fit in the 24-bit significand), in float64 below 2^51.
+        self.adc_dtype = np.dtype(np.float32 if peak < 2 ** 22 else
+                                  np.float64 if peak < 2 ** 51 else np.int64)
+        self.inv_step = (2.0 ** -self.adc_shift.astype(np.float64)).reshape(-1)   # (P·S·c,)
+        # Weight of ADC code (cycle j, polarity, slice, column) in the accumulator, for the
+        # overflow-free summation: sign · 2^(shift + slice_bits·s + dac_bits·j).
+        signs = np.asarray(attrs["polarities"], np.float64)[:, None, None]
+        exps = self.adc_shift.astype(np.float64) + attrs["slice_bits"] * np.arange(s)[None, :, None]
+        self.coef = np.stack([(signs * 2.0 ** (exps + d * j)).reshape(p * s, c) for j in range(cycles)])
+        # Weights pre-scaled by 2^−shift: the GEMM yields partial / 2^shift directly, exactly (a
+        # power-of-two scaling; every partial sum stays a multiple of 2^−shift below 2^22 of them).
+        self.scaled = None if self.identity or self.adc_dtype.kind != "f" else \
+            (self.stacked.astype(np.float64) * self.inv_step[None, :]).astype(self.adc_dtype)
+        # Largest |running sum| of this tile's own additions (ADC outputs times their weights), with
+        # and without a device (then only the ADC bounds a term): float32 sums are exact below 2^24.
+        weight = np.abs(self.coef) * 2.0 ** -self.adc_shift.astype(np.float64).reshape(1, p * s, c)
+        terms = self.term_max.reshape(cycles, p * s, c) * weight
+        self.sum_bound = float(terms.sum(axis=(0, 1)).max(initial=0))
+        self.sum_bound_device = float((top * np.abs(self.coef)).sum(axis=(0, 1)).max(initial=0))
 
 
 class _Crossbar:
@@ -146,6 +240,9 @@ class Interpreter:
         accumulator_bits: hardware accumulator width (default: the program's option).
         accumulator_mode: ``"saturate"`` or ``"wrap"`` (default: the program's option).
         conductances: optional device instance for hardware mode (see the module docstring).
+        workers: batches run concurrently, each on one BLAS thread (default: the usable CPUs,
+            at most 4); 1 runs them in order with numpy's own BLAS threading. Results and
+            counters do not depend on it.
 
     Example:
         >>> interpreter = Interpreter(load_program("mnist.xbar"))
@@ -154,7 +251,8 @@ class Interpreter:
 
     def __init__(self, program: Program, mode: str = "ideal", *, accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
-                 conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> None:
+                 conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
+                 workers: int | None = None) -> None:
         if mode not in ("ideal", "hardware"):
             raise ValueError(f"mode must be 'ideal' or 'hardware', got {mode!r}")
         self.program, self.mode = program, mode
@@ -176,6 +274,10 @@ class Interpreter:
         self.stats: dict[str, dict[str, int]] = {}
         self.crossbar_hook: Callable[[int, np.ndarray], None] | None = None
         self._devices: dict[tuple[int, int], np.ndarray] = {}
+        self.workers = int(workers) if workers is not None else _default_workers()
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self._local = threading.local()   # per-thread counters of the batch being run
 
     # -- public ----------------------------------------------------------------------------
     def run(self, x: np.ndarray, batch_size: int = 64, taps: bool = False) -> Any:
@@ -202,12 +304,32 @@ class Interpreter:
             raise ValueError(f"input codes must be in [0, {2 ** spec['bits'] - 1}]")
         self.stats = {}
         outputs, tapped = [], {}
-        for start in range(0, len(x), batch_size):
-            # Codes of at most 16 bits are exact in float32, the dtype BLAS is fed with.
-            out, found = self._run_batch(x[start:start + batch_size].astype(np.float32))
+        starts = range(0, len(x), batch_size)
+
+        def one(start: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[str, int]]]:
+            self._local.stats = stats = {}
+            try:
+                # Codes of at most 16 bits are exact in float32, the dtype BLAS is fed with.
+                out, found = self._run_batch(x[start:start + batch_size].astype(np.float32))
+            finally:
+                self._local.stats = None
+            return out, found, stats
+
+        # A crossbar hook is user code: it sees the batches in order, from this thread.
+        if self.workers > 1 and len(starts) > 1 and self.crossbar_hook is None:
+            self._prepare_devices()   # drawn once, here, not raced for by the workers
+            with _single_threaded_blas(), ThreadPoolExecutor(self.workers) as pool:
+                results = list(pool.map(one, starts))
+        else:
+            results = map(one, starts)
+        for out, found, stats in results:   # in batch order: counters add up in any order
             outputs.append(out)
             for key, value in found.items():
                 tapped.setdefault(key, []).append(value)
+            for name, counts in stats.items():
+                total = self._counters(name, self.stats)
+                for key, value in counts.items():
+                    total[key] += value
         result = np.concatenate(outputs) if outputs else np.zeros((0,), np.float64)
         if taps:
             return result, {k: self._as_codes(k, np.concatenate(v)) for k, v in tapped.items()}
@@ -317,8 +439,12 @@ class Interpreter:
             acc = self._hardware(index, xbar, x)
         return acc.reshape(*lead, xbar.attrs["cols"])
 
-    def _counters(self, name: str) -> dict[str, int]:
-        return self.stats.setdefault(name, {"adc_clips": 0, "adc_conversions": 0, "acc_overflows": 0})
+    def _counters(self, name: str, stats: dict[str, dict[str, int]] | None = None) -> dict[str, int]:
+        """Counters of layer `name` in `stats` (default: those of the batch run by this thread)."""
+        if stats is None:
+            stats = getattr(self._local, "stats", None)
+            stats = self.stats if stats is None else stats
+        return stats.setdefault(name, {"adc_clips": 0, "adc_conversions": 0, "acc_overflows": 0})
 
     def _hardware_is_ideal(self, index: int) -> bool:
         xbar = self.crossbars[index]
@@ -375,53 +501,115 @@ class Interpreter:
     def _hardware(self, index: int, xbar: _Crossbar, x: np.ndarray) -> np.ndarray:
         """Tile by tile: all DAC cycles stacked as rows and all polarities × slices as columns of
         one GEMM per tile; the ADC on the whole result; then the accumulator additions in the
-        order of docs/format.md §4.1 (summed at once when no addition can overflow)."""
+        order of docs/format.md §4.1 (summed at once, as exact float64, when no addition can
+        overflow). Bit-planes are cut from the activations before im2col (kh·kw times fewer
+        values than the patches), and every step stays in float while that is exact."""
         attrs = xbar.attrs
         counters = self._counters(xbar.name)
         bits, dac, cycles = attrs["adc_bits"], attrs["dac_bits"], attrs["dac_cycles"]
-        width, polarities, slices = attrs["slice_bits"], attrs["polarities"], attrs["slices"]
+        top = (1 << bits) - 1
         free = self.no_overflow[index]
-        whole = (1 << dac) - 1 >= attrs["input_max"]   # one cycle carries every bit: no bit-planes
-        codes = np.int32 if attrs["input_max"] < 2 ** 31 else np.int64   # bit-planes need integers
-        patches = xbar.patches(x, np.float32 if whole else codes)[0]
-        m = len(patches)
-        acc = np.zeros((m, attrs["cols"]), np.int64)
+        planes = self._planes(xbar, x)                  # (cycles · m, K) float32, exact
+        m = len(planes) // cycles
+        # Overflow-free sums are exact in float64 when the accumulator itself is below 2^53.
+        summed = free and self.accumulator_bits <= 53
+        acc = np.zeros((m, attrs["cols"]), np.float64 if summed else np.int64)
         total = np.zeros((m, 1), np.int64)
         for t, tile in enumerate(xbar.hw_tiles):
-            inputs = patches[:, tile.rows]
-            planes = inputs if whole else np.concatenate(
-                [(inputs >> (dac * j)) & ((1 << dac) - 1) for j in range(cycles)])
+            inputs = planes[:, tile.row_index]
             cond = self._device(index, t, xbar.name, tile.cells)
-            if cond is None:
-                partial = planes.astype(tile.dtype, copy=False) @ tile.stacked
-                partial = partial.astype(np.int64, copy=False)
-            else:
-                r = len(tile.rows)
-                partial = planes.astype(np.float64, copy=False) @ cond.transpose(2, 0, 1, 3).reshape(r, -1)
             p_, s_, c = tile.cells.shape[0], tile.cells.shape[1], len(tile.cols)
-            partial = partial.reshape(cycles, m, p_, s_, c)
-            if tile.identity and cond is None:
-                value = partial
-                counters["adc_conversions"] += partial.size
+            if cond is not None:
+                r = len(tile.rows)
+                partial = inputs.astype(np.float64) @ cond.transpose(2, 0, 1, 3).reshape(r, -1)
+                code = self._float_adc(partial, tile.inv_step, top, True, counters)
+            elif tile.identity and tile.adc_dtype.kind == "f":
+                code = inputs.astype(tile.dtype, copy=False) @ tile.stacked
+                counters["adc_conversions"] += code.size
+            elif tile.scaled is not None:
+                code = self._float_adc(inputs.astype(tile.adc_dtype, copy=False) @ tile.scaled, None, top,
+                                       False, counters)
+            else:   # partial sums beyond float64's exact range: integer ADC
+                shift = tile.adc_shift.reshape(-1).astype(np.int64)
+                partial = inputs.astype(np.int64) @ tile.stacked.astype(np.int64)
+                code = self._adc(partial, shift, bits, counters) >> shift
+            code = code.reshape(cycles, m, p_ * s_, c)
+            if summed:
+                bound = tile.sum_bound if cond is None else tile.sum_bound_device
+                dtype = np.float32 if bound < 2 ** 24 and code.dtype == np.float32 else np.float64
+                coef = tile.coef.astype(dtype)
+                current = code[0, :, 0] * coef[0, 0]
+                for j in range(cycles):
+                    for k in range(p_ * s_):
+                        if j or k:
+                            current += code[j, :, k] * coef[j, k]
+                acc[:, tile.col_index] += current
             else:
-                value = self._adc(partial, tile.adc_shift, bits, counters)
-            current = acc[:, tile.cols]
-            for j in range(cycles):
-                for p, sign in enumerate(polarities):
-                    for s in range(slices):
-                        term = value[j, :, p, s] << (width * s + dac * j)
-                        current = current + term if sign > 0 else current - term
-                        if not free:
-                            current = self._limit(current, counters)
-            acc[:, tile.cols] = current
+                acc[:, tile.col_index] = self._accumulate(xbar, tile, code, acc[:, tile.col_index], free,
+                                                          counters)
             if tile.ref_shift is not None:
-                sums = planes.reshape(cycles, m, -1).sum(axis=2, dtype=np.int64)
+                sums = inputs.reshape(cycles, m, -1).sum(axis=2, dtype=np.float64).astype(np.int64)
                 for j in range(cycles):
                     total = total + (self._adc(sums[j][:, None], tile.ref_shift, bits, counters) << (dac * j))
                     if not free:
                         total = self._limit(total, counters)
+        if summed:
+            acc = acc.astype(np.int64)
         out = (acc << xbar.shift) - total * xbar.offset[None, :]
         return out if free else self._limit(out, counters)
+
+    @staticmethod
+    def _planes(xbar: _Crossbar, x: np.ndarray) -> np.ndarray:
+        """Patches of every DAC cycle's bit-plane, stacked cycle-major as rows, in float32."""
+        attrs = xbar.attrs
+        dac, cycles = attrs["dac_bits"], attrs["dac_cycles"]
+        if cycles > 1:
+            codes = x.astype(np.int32 if attrs["input_max"] < 2 ** 31 else np.int64)
+            x = np.concatenate([(codes >> (dac * j)) & ((1 << dac) - 1) for j in range(cycles)])
+        return xbar.patches(x, np.float32)[0]
+
+    @staticmethod
+    def _float_adc(partial: np.ndarray, inv_step: np.ndarray | None, top: int, signed: bool,
+                   counters: dict[str, int]) -> np.ndarray:
+        """ADC codes (float, exact integers) of float partial sums, in place: round half up of
+        partial / 2^shift (a power-of-two scaling: exact), saturating at `top` (and at 0 when a
+        device can make sums negative)."""
+        if inv_step is not None:   # else the weights were pre-scaled
+            partial *= inv_step.astype(partial.dtype)
+        partial += 0.5
+        np.floor(partial, out=partial)
+        counters["adc_clips"] += int(np.count_nonzero(partial > top))
+        counters["adc_conversions"] += partial.size
+        np.minimum(partial, top, out=partial)
+        if signed:
+            np.maximum(partial, 0, out=partial)
+        return partial
+
+    def _accumulate(self, xbar: _Crossbar, tile: _Tile, code: np.ndarray, current: np.ndarray, free: bool,
+                    counters: dict[str, int]) -> np.ndarray:
+        """Integer accumulation in the order of docs/format.md §4.1, saturating or wrapping after
+        every addition unless no addition can overflow."""
+        attrs = xbar.attrs
+        dac, width, slices = attrs["dac_bits"], attrs["slice_bits"], attrs["slices"]
+        shift = tile.adc_shift.reshape(-1, len(tile.cols)).astype(np.int64)
+        code = code.astype(np.int64)
+        for j in range(attrs["dac_cycles"]):
+            for p, sign in enumerate(attrs["polarities"]):
+                for s in range(slices):
+                    k = p * slices + s
+                    term = code[j, :, k] << (shift[k] + width * s + dac * j)
+                    current = current + term if sign > 0 else current - term
+                    if not free:
+                        current = self._limit(current, counters)
+        return current
+
+    def _prepare_devices(self) -> None:
+        if self.conductances is None or self.mode != "hardware":
+            return
+        for index, xbar in self.crossbars.items():
+            if not self._hardware_is_ideal(index):
+                for t, tile in enumerate(xbar.hw_tiles):
+                    self._device(index, t, xbar.name, tile.cells)
 
     def _device(self, index: int, tile: int, name: str, cells: np.ndarray) -> np.ndarray | None:
         if self.conductances is None:
