@@ -6,7 +6,8 @@ step is timed by a callback (the first `--warmup` steps of a call, which include
 dropped), and the medians are compared. The device is `DeviceModel.typical_reram()`
 (lognormal programming variation, read noise, stuck-at-0/1 faults: every draw per step).
 
-    python benchmarks/variation_overhead.py            # about 3 min on 2 cores
+    python benchmarks/variation_overhead.py            # about 3 min on 2 idle cores
+    python benchmarks/variation_overhead.py --compare-no-xla   # + DeviceVariation(jit_compile=False)
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def measure(builder, preset: str, args: argparse.Namespace) -> dict[str, float]:
     y = rng.integers(0, 10, n)
     device = DeviceModel.typical_reram()
     configs = {"plain": [], "DeviceVariation": [DeviceVariation(device)],
-               "DeviceVariation, per-batch ramp": [DeviceVariation(device, schedule=ramp(100))]}
+               "DeviceVariation, per-batch ramp": [DeviceVariation(device, schedule=ramp(100))],
+               "DeviceVariation, no XLA": [DeviceVariation(device, jit_compile=False)]}
+    configs = {name: cbs for name, cbs in configs.items() if name in args.configs}
     models = {name: _compiled(builder, preset) for name in configs}
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.repeats):
@@ -89,18 +92,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped per fit call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    parser.add_argument("--compare-no-xla", action="store_true",
+                        help="also time DeviceVariation(jit_compile=False)")
+    parser.add_argument("--no-ramp-column", action="store_true",
+                        help="skip the per-batch ramp configuration")
     args = parser.parse_args()
+    args.configs = ["plain", "DeviceVariation"]
+    if not args.no_ramp_column:
+        args.configs.append("DeviceVariation, per-batch ramp")
+    if args.compare_no_xla:
+        args.configs.append("DeviceVariation, no XLA")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, "
           f"{args.repeats}×{args.steps - args.warmup} timed steps per configuration\n")
-    print("| model | plain (ms/step) | DeviceVariation (ms/step) | ratio "
-          "| per-batch ramp (ms/step) | ratio |")
-    print("|---|---|---|---|---|---|")
-    for label, builder, preset in [("P3 binary MLP (binary-mlp)", mlp, "binary-mlp"),
-                                   ("W4A3 CNN (w4a3)", cnn, "w4a3")]:
+    headers = {"DeviceVariation": "DeviceVariation", "DeviceVariation, per-batch ramp":
+               "per-batch ramp", "DeviceVariation, no XLA": "`jit_compile=False`"}
+    others = args.configs[1:]
+    print("| model | plain (ms/step) | " + " | ".join(f"{headers[n]} (ms/step) | ratio"
+                                                     for n in others) + " |")
+    print("|---|---|" + "---|---|" * len(others))
+    models = {"mlp": ("P3 binary MLP (binary-mlp)", mlp, "binary-mlp"),
+              "cnn": ("W4A3 CNN (w4a3)", cnn, "w4a3")}
+    for key in args.models.split(","):
+        label, builder, preset = models[key.strip()]
         m = measure(builder, preset, args)
-        plain, dv, ramped = m["plain"], m["DeviceVariation"], m["DeviceVariation, per-batch ramp"]
-        print(f"| {label} | {1e3 * plain:.2f} | {1e3 * dv:.2f} | {dv / plain:.3f} | "
-              f"{1e3 * ramped:.2f} | {ramped / plain:.3f} |", flush=True)
+        plain = m["plain"]
+        cells = " | ".join(f"{1e3 * m[n]:.2f} | {m[n] / plain:.3f}" for n in others)
+        print(f"| {label} | {1e3 * plain:.2f} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

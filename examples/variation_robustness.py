@@ -10,12 +10,16 @@ prints a Markdown table and saves the accuracy-vs-σ curves as a PNG.
     TFXBAR_DATA_DIR=/work/shared/data python examples/variation_robustness.py
 
 The defaults (5 MLP epochs, 4 CNN epochs, full MNIST) take roughly 30-40 min on 2 CPU cores;
-``--quick`` runs a smoke test in about a minute.
+``--quick`` runs a smoke test in about a minute. Harder settings: ``--dataset fashion_mnist``,
+``--models mlp`` with ``--hidden 64`` (a narrow P3 MLP), ``--cell-view offset`` (one cell per
+weight plus the reference column instead of a differential pair), ``--on-off-ratio``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import sys
@@ -29,16 +33,17 @@ import tf_keras as keras  # noqa: E402
 
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
+from tfxbar.scheme.presets import Preset, get_preset  # noqa: E402
 from tfxbar.variation import DeviceModel, DeviceVariation, ramp  # noqa: E402
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
-def binary_mlp() -> keras.Model:
+def binary_mlp(hidden: int = 512) -> keras.Model:
     """P3's two-layer MLP; binary weights on differential binary cells."""
     return keras.Sequential([
         keras.layers.Flatten(input_shape=(28, 28, 1)),
-        keras.layers.Dense(512),
+        keras.layers.Dense(hidden),
         keras.layers.BatchNormalization(),
         keras.layers.ReLU(),
         keras.layers.Dense(10),
@@ -64,11 +69,26 @@ def w4a3_cnn() -> keras.Model:
     ])
 
 
-MODELS = {"P3 binary MLP": (binary_mlp, "binary-mlp", "epochs_mlp"),
-          "P4 W4A3 CNN": (w4a3_cnn, "w4a3", "epochs_cnn")}
+MODELS = {"mlp": ("P3 binary MLP", binary_mlp, "binary-mlp", "epochs_mlp"),
+          "cnn": ("P4 W4A3 CNN", w4a3_cnn, "w4a3", "epochs_cnn")}
 
 
-def train(builder, preset: str, x, y, epochs: int, seed: int, device: DeviceModel | None,
+def _preset(name: str, cell_view: str | None) -> str | Preset:
+    """The preset, with every weight quantizer switched to `cell_view` if given."""
+    if cell_view is None:
+        return name
+    preset = get_preset(name)
+
+    def switched(spec):
+        q = spec.weights
+        config = {**q.get_config(), "cell_view": cell_view}
+        return dataclasses.replace(spec, weights=type(q).from_config(config))
+
+    return dataclasses.replace(preset, name=f"{name}-{cell_view}", conv=switched(preset.conv),
+                               dense=switched(preset.dense))
+
+
+def train(builder, preset, x, y, epochs: int, seed: int, device: DeviceModel | None,
           batch_size: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = tfxbar.quantize_model(builder(), preset)
@@ -93,18 +113,29 @@ def main() -> None:
     parser.add_argument("--png", default="docs/variation_robustness.png")
     parser.add_argument("--json", default="docs/variation_robustness.json")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test sizes")
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    parser.add_argument("--hidden", type=int, default=512, help="hidden width of the MLP")
+    parser.add_argument("--cell-view", default=None, choices=["differential", "offset"],
+                        help="override the presets' cell mapping of the weights")
     args = parser.parse_args()
     if args.quick:
         args.epochs_mlp = args.epochs_cnn = 1
         args.train_size, args.test_size, args.trials = 2000, 1000, 2
 
-    x_train, y_train = datasets.load("mnist", f"train[:{args.train_size}]")
-    x_test, y_test = datasets.load("mnist", f"test[:{args.test_size}]")
+    x_train, y_train = datasets.load(args.dataset, f"train[:{args.train_size}]")
+    x_test, y_test = datasets.load(args.dataset, f"test[:{args.test_size}]")
     x_train, x_test = datasets.normalize(x_train), datasets.normalize(x_test)
     base = DeviceModel(on_off_ratio=args.on_off_ratio)
 
     curves: dict[str, dict[float, tfxbar.variation.VariationResult]] = {}
-    for name, (builder, preset, epochs_attr) in MODELS.items():
+    for key in args.models.split(","):
+        name, builder, preset, epochs_attr = MODELS[key.strip()]
+        if key.strip() == "mlp" and args.hidden != 512:
+            name, builder = f"{name} 784-{args.hidden}-10", functools.partial(binary_mlp, args.hidden)
+        if args.cell_view:
+            name = f"{name} ({args.cell_view} cells)"
+        preset = _preset(preset, args.cell_view)
         for kind, device in [("plain", None), ("variation-aware", base.with_sigma(args.train_sigma))]:
             label = f"{name}, {kind}"
             start = time.time()
@@ -125,7 +156,7 @@ def main() -> None:
         cells = " | ".join(f"{100 * r.mean:.2f} ± {100 * r.std:.2f} (min {100 * r.min:.2f})"
                            for r in curve.values())
         print(f"| {name} | {kind} | {cells} |")
-    tfxbar.plot_robustness(curves, args.png, title=f"MNIST, {args.trials} chips per σ, "
+    tfxbar.plot_robustness(curves, args.png, title=f"{args.dataset}, {args.trials} chips per σ, "
                            f"on/off {args.on_off_ratio:g}")
     with open(args.json, "w") as f:
         json.dump({"args": vars(args), "results": {label: {str(s): r.to_dict() for s, r in c.items()}

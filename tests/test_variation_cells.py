@@ -201,3 +201,28 @@ def test_noise_table_windows_are_standard_normal_reproducible_and_fresh_per_step
     # Evaluation draws stay exact Philox samples.
     np.testing.assert_array_equal(state.normal([10], seed, exact=True),
                                   tf.random.stateless_normal([10], seed))
+
+
+def test_fused_chain_matches_the_graph_chain_and_compiles_once():
+    q, kernel, variables = _setup(BinaryWeights(), shape=(256, 32))
+    device = DeviceModel.typical_reram()
+    state = VariationState(device, seed=3)
+    state.create_table(2 ** 16)
+    out = {}
+    for jit in (False, True):
+        q.cell_noise = CellNoise(state, device, 0, jit_compile=jit)
+        out[jit] = q(kernel, True, variables).numpy()
+    q.cell_noise = None
+    assert not np.array_equal(out[False], q(kernel, True, variables).numpy())
+    np.testing.assert_allclose(out[True], out[False], rtol=1e-5, atol=1e-6)  # exp may differ in ulp
+    # The table windows start at run-time offsets: one XLA program serves every step (XLA's Slice
+    # takes its start as a compile-time constant, which recompiled the chain at every step).
+    fused = CellNoise(state, device, 0, jit_compile=True)._fused_chain(q)
+    codes, _, offset = q.parts(kernel, variables)
+    args = [tf.convert_to_tensor(v) for v in (state.params, state.strength, state.seed)]
+
+    def hlo(step: int) -> str:
+        return fused.experimental_get_compiler_ir(codes, offset, *args, tf.constant(step, tf.int64),
+                                                  tf.convert_to_tensor(state.table))(stage="hlo")
+
+    assert hlo(1) == hlo(2)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow.compiler.tf2xla.python import xla as _xla
 from tensorflow.python.saved_model import save_context
 
 from tfxbar.introspect import quantized_kernels
@@ -93,14 +94,21 @@ class VariationState:
         return {k: (v * strength if k in SCHEDULED else v) for k, v in values.items()}
 
 
-def _normal(shape: list[int], seed: tf.Tensor, table: tf.Tensor | None) -> tf.Tensor:
-    """Exact Philox normals without a table, else a table window at a seeded offset."""
+def _normal(shape: list[int], seed: tf.Tensor, table: tf.Tensor | None,
+            fused: bool = False) -> tf.Tensor:
+    """Exact Philox normals without a table, else a table window at a seeded offset.
+
+    `fused`: the caller is XLA-compiled. XLA's `Slice` needs its start as a compile-time
+    constant, so `tf.slice` with a random start would recompile the function at every step;
+    XLA's `DynamicSlice` takes the start at run time (same window, same values).
+    """
     n = int(np.prod(shape))
     room = 0 if table is None else int(table.shape[0]) - n + 1
     if room < 1:
         return tf.random.stateless_normal(shape, seed)
     start = tf.random.stateless_uniform([1], seed, minval=0, maxval=room, dtype=tf.int64)
-    return tf.reshape(tf.slice(table, start, [n]), shape)
+    window = _xla.dynamic_slice(table, start, [n]) if fused else tf.slice(table, start, [n])
+    return tf.reshape(window, shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +122,7 @@ class _Inputs:
     counter: tf.Tensor  # int64: keys programming draws and faults
     read_counter: tf.Tensor  # int64: keys read noise
     table: tf.Tensor | None  # N(0, 1) table; None: exact Philox draws
+    fused: bool = False  # inside the XLA-compiled chain (see `_normal`)
 
 
 def cell_levels(quantizer: WeightQuantizer) -> int:
@@ -197,7 +206,7 @@ class CellNoise:
             def chain(c: tf.Tensor, b: tf.Tensor, params: tf.Tensor, strength: tf.Tensor,
                       seed: tf.Tensor, counter: tf.Tensor, table: tf.Tensor
                       ) -> tuple[tf.Tensor, tf.Tensor]:
-                inputs = _Inputs(params, strength, seed, counter, counter, table)
+                inputs = _Inputs(params, strength, seed, counter, counter, table, fused=True)
                 return self._chain(quantizer, c, b, inputs)
 
             fused = self._fused[id(quantizer)] = tf.function(chain, jit_compile=True,
@@ -268,7 +277,7 @@ class CellNoise:
         shape = g.shape.as_list()
 
         def normal(kind: int) -> tf.Tensor:
-            return _normal(shape, self._seed(group, kind, inputs), inputs.table)
+            return _normal(shape, self._seed(group, kind, inputs), inputs.table, inputs.fused)
 
         conductance = target
         if "lognormal_sigma" in st.components:
