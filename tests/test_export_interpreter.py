@@ -418,16 +418,16 @@ def test_parallel_batches_equal_sequential(models, mode: str) -> None:
 
 
 def test_blas_is_single_threaded_only_inside_a_run() -> None:
-    from tfxbar.export import interpreter as module
+    from tfxbar.export import blas as module
 
     blas = module._blas_library()   # noqa: SLF001
     if blas is None:
         pytest.skip("numpy is not linked with a findable OpenBLAS")
     get, _ = blas
     before = get()
-    with module._single_threaded_blas():   # noqa: SLF001
+    with module.single_threaded_blas():
         assert get() == 1
-        with module._single_threaded_blas():   # noqa: SLF001
+        with module.single_threaded_blas():
             assert get() == 1
         assert get() == 1
     assert get() == before

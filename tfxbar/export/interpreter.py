@@ -32,203 +32,19 @@ input patches (one row per patch, K columns) of every crossbar op in either mode
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from tfxbar.export.blas import default_workers, single_threaded_blas
+from tfxbar.export.crossbar import Crossbar, Tile, exact_gemm
 from tfxbar.export.format import Program
-from tfxbar.export.kernels import ThresholdTable, im2col, max_pool, sum_pool
+from tfxbar.export.kernels import ThresholdTable, max_pool, sum_pool
 
 __all__ = ["Interpreter"]
-
-_EXACT_FLOAT64 = 2 ** 53
-_EXACT_FLOAT32 = 2 ** 24
-
-
-def _exact_dtype(bound: int) -> np.dtype:
-    """Cheapest GEMM dtype in which every partial sum of magnitude ≤ `bound` is exact:
-    integers below 2^24 (2^53) are exact in float32 (float64) whatever the summation order."""
-    if bound < _EXACT_FLOAT32:
-        return np.dtype(np.float32)
-    return np.dtype(np.float64 if bound < _EXACT_FLOAT64 else np.int64)
-
-
-def _blas_library() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """(get, set) of the thread count of the OpenBLAS numpy is linked with, or None when it cannot
-    be found (another BLAS, or no /proc: then the interpreter leaves BLAS alone)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
-                               ("openblas", "")):
-            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if getter is not None and setter is not None:
-                return getter, setter
-    return None
-
-
-_BLAS: list[Any] = []           # [(get, set) or None], resolved on first use
-_BLAS_LOCK = threading.Lock()
-_BLAS_USERS = [0, 0]             # [runs inside _single_threaded_blas, thread count to restore]
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread per call while inside (restored after): the interpreter parallelises over
-    batches instead, which avoids OpenBLAS's thread hand-offs on small GEMMs and on busy machines
-    (docs/benchmarks.md: the 64 × 3136 × 128 dense GEMM took 92 ms with 2 BLAS threads on a
-    loaded machine, 0.7 ms with one)."""
-    with _BLAS_LOCK:
-        if not _BLAS:
-            _BLAS.append(_blas_library())
-        blas = _BLAS[0]
-        if blas is not None:
-            if _BLAS_USERS[0] == 0:
-                _BLAS_USERS[1] = blas[0]()
-                blas[1](1)
-            _BLAS_USERS[0] += 1
-    try:
-        yield
-    finally:
-        if blas is not None:
-            with _BLAS_LOCK:
-                _BLAS_USERS[0] -= 1
-                if _BLAS_USERS[0] == 0:
-                    blas[1](_BLAS_USERS[1])
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, min(4, len(os.sched_getaffinity(0))))
-    except AttributeError:   # not Linux
-        return max(1, min(4, os.cpu_count() or 1))
-
-
-def _gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
-    """Exact integer product; float64 BLAS when every partial sum fits in 53 bits."""
-    if exact_float:
-        return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
-    return x.astype(np.int64) @ w.astype(np.int64)
-
-
-def _as_slice(index: np.ndarray) -> slice | np.ndarray:
-    """A contiguous index range as a slice (views instead of gathers), else the index itself."""
-    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
-        return slice(int(index[0]), int(index[0]) + len(index))
-    return index
-
-
-class _Tile:
-    """One tile prepared for hardware mode: its cells as one stacked matrix and static bounds."""
-
-    def __init__(self, t: int, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-        self.cells = arrays[f"tile{t}.cells"]
-        self.rows, self.cols = arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"]
-        self.adc_shift, self.ref_shift = arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift")
-        p, s, r, c = self.cells.shape
-        d, cycles, top = attrs["dac_bits"], attrs["dac_cycles"], (1 << attrs["adc_bits"]) - 1
-        # Largest bit-plane value per DAC cycle (the top cycle may hold fewer bits).
-        self.plane_max = np.array([min((1 << d) - 1, attrs["input_max"] >> (d * j)) for j in range(cycles)])
-        colsum = self.cells.astype(np.int64).sum(axis=2)                     # (P, L, c)
-        peak = int(self.plane_max.max()) * int(colsum.max(initial=0))
-        self.dtype = _exact_dtype(peak)
-        # Polarities × slices side by side: one GEMM per tile computes every column's partial sum.
-        self.stacked = self.cells.transpose(2, 0, 1, 3).reshape(r, p * s * c).astype(self.dtype)
-        # The ADC is the identity when no step is coarser than 1 and no partial sum can reach its top.
-        self.identity = not self.adc_shift.any() and peak <= top
-        ref_peak = int(self.plane_max.max()) * r
-        self.ref_identity = self.ref_shift is None or (not self.ref_shift.any() and ref_peak <= top)
-        # Static bound of every ADC output per (cycle, polarity, slice, column), for overflow proofs.
-        partial = self.plane_max[:, None, None, None].astype(np.float64) * colsum[None]
-        shift = 2.0 ** self.adc_shift.astype(np.float64)
-        self.term_max = (partial if self.identity else np.minimum(top * shift, partial + shift / 2))
-        if self.ref_shift is not None:
-            ref_step = 2.0 ** float(self.ref_shift[0])
-            self.ref_max = self.plane_max * float(r) if self.ref_identity else \
-                np.minimum(top * ref_step, self.plane_max * float(r) + ref_step / 2)
-        self.conversions = cycles * (p * s * c + (self.ref_shift is not None))
-        self.row_index, self.col_index = _as_slice(self.rows), _as_slice(self.cols)
-        # Float ADC: floor(partial · 2^−shift + 0.5) is exact in float32 below 2^22 (the + 0.5 and
-        # the fraction bits fit in the 24-bit significand), in float64 below 2^51.
-        self.adc_dtype = np.dtype(np.float32 if peak < 2 ** 22 else
-                                  np.float64 if peak < 2 ** 51 else np.int64)
-        self.inv_step = (2.0 ** -self.adc_shift.astype(np.float64)).reshape(-1)   # (P·S·c,)
-        # Weight of ADC code (cycle j, polarity, slice, column) in the accumulator, for the
-        # overflow-free summation: sign · 2^(shift + slice_bits·s + dac_bits·j).
-        signs = np.asarray(attrs["polarities"], np.float64)[:, None, None]
-        exps = self.adc_shift.astype(np.float64) + attrs["slice_bits"] * np.arange(s)[None, :, None]
-        self.coef = np.stack([(signs * 2.0 ** (exps + d * j)).reshape(p * s, c) for j in range(cycles)])
-        # Weights pre-scaled by 2^−shift: the GEMM yields partial / 2^shift directly, exactly (a
-        # power-of-two scaling; every partial sum stays a multiple of 2^−shift below 2^22 of them).
-        self.scaled = None if self.identity or self.adc_dtype.kind != "f" else \
-            (self.stacked.astype(np.float64) * self.inv_step[None, :]).astype(self.adc_dtype)
-        # Largest |running sum| of this tile's own additions (ADC outputs times their weights), with
-        # and without a device (then only the ADC bounds a term): float32 sums are exact below 2^24.
-        weight = np.abs(self.coef) * 2.0 ** -self.adc_shift.astype(np.float64).reshape(1, p * s, c)
-        terms = self.term_max.reshape(cycles, p * s, c) * weight
-        self.sum_bound = float(terms.sum(axis=(0, 1)).max(initial=0))
-        self.sum_bound_device = float((top * np.abs(self.coef)).sum(axis=(0, 1)).max(initial=0))
-
-
-class _Crossbar:
-    """Prepared arrays of one crossbar op."""
-
-    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        attrs = op["attrs"]
-        self.name, self.attrs = op["name"], attrs
-        self.tiles = [(arrays[f"tile{t}.cells"], arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"],
-                       arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift"))
-                      for t in range(len(attrs["tiles"]))]
-        self.hw_tiles = [_Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
-        self.offset = arrays["offset_num"]
-        self.shift = attrs["offset_shift"]
-        weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
-        for cells, rows, cols, _, _ in self.tiles:
-            block = sum(sign * sum(cells[p, s].astype(np.int64) << (attrs["slice_bits"] * s)
-                                   for s in range(attrs["slices"]))
-                        for p, sign in enumerate(attrs["polarities"]))
-            weights[np.ix_(rows, cols)] += block
-        self.weights = (weights << self.shift) - self.offset[None, :]
-        bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
-        self.exact_float = bound < _EXACT_FLOAT64
-        # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
-        # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
-        self.dtype = _exact_dtype(bound)
-        self.gemm_weights = self.weights.astype(self.dtype)
-        self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
-
-    def lead(self, x: np.ndarray) -> tuple[int, ...]:
-        """Leading (per-patch) shape of the output for input `x`."""
-        if self.attrs["layer_type"] == "Dense":
-            return x.shape[:-1]
-        (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"]
-        return len(x), (x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1
-
-    def patches(self, x: np.ndarray, dtype: Any = np.int64) -> tuple[np.ndarray, tuple[int, ...]]:
-        """Patches, one per row (K columns), as `dtype` (integer codes by default), and the lead shape."""
-        x = x.astype(dtype, copy=False)
-        if self.attrs["layer_type"] == "Dense":
-            return x, x.shape[:-1]
-        p = im2col(x, self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"])
-        return p.reshape(-1, p.shape[-1]), p.shape[:-1]
-
-    def ideal(self, x: np.ndarray) -> np.ndarray:
-        """Exact X for every patch, (patches, N) in `self.dtype` (exact integers)."""
-        return self.patches(x, self.dtype)[0] @ self.gemm_weights
 
 
 class Interpreter:
@@ -264,7 +80,7 @@ class Interpreter:
         self.conductances = conductances
         self.ops = program.ops
         self.arrays = [program.op_arrays(i) for i in range(len(self.ops))]
-        self.crossbars = {i: _Crossbar(op, self.arrays[i]) for i, op in enumerate(self.ops)
+        self.crossbars = {i: Crossbar(op, self.arrays[i]) for i, op in enumerate(self.ops)
                           if op["kind"] == "crossbar"}
         self.thresholds = {i: ThresholdTable(self.arrays[i]["thresholds"], self.arrays[i]["direction"],
                                              self._bounds(i - 1))
@@ -274,7 +90,7 @@ class Interpreter:
         self.stats: dict[str, dict[str, int]] = {}
         self.crossbar_hook: Callable[[int, np.ndarray], None] | None = None
         self._devices: dict[tuple[int, int], np.ndarray] = {}
-        self.workers = int(workers) if workers is not None else _default_workers()
+        self.workers = int(workers) if workers is not None else default_workers()
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._local = threading.local()   # per-thread counters of the batch being run
@@ -318,7 +134,7 @@ class Interpreter:
         # A crossbar hook is user code: it sees the batches in order, from this thread.
         if self.workers > 1 and len(starts) > 1 and self.crossbar_hook is None:
             self._prepare_devices()   # drawn once, here, not raced for by the workers
-            with _single_threaded_blas(), ThreadPoolExecutor(self.workers) as pool:
+            with single_threaded_blas(), ThreadPoolExecutor(self.workers) as pool:
                 results = list(pool.map(one, starts))
         else:
             results = map(one, starts)
@@ -356,7 +172,7 @@ class Interpreter:
         finally:
             del self._peaks
 
-    def _observe(self, index: int, xbar: _Crossbar, patches: np.ndarray) -> None:
+    def _observe(self, index: int, xbar: Crossbar, patches: np.ndarray) -> None:
         dac = xbar.attrs["dac_bits"]
         tiles = self._peaks.setdefault(index, [[np.zeros(t[3].shape, np.int64), None] for t in xbar.tiles])
         for t, (cells, rows, _, _, ref_shift) in enumerate(xbar.tiles):
@@ -364,7 +180,7 @@ class Interpreter:
                 plane = (patches[:, rows] >> (dac * j)) & ((1 << dac) - 1)
                 for p in range(cells.shape[0]):
                     for s in range(cells.shape[1]):
-                        peak = _gemm(plane, cells[p, s], True).max(axis=0, initial=0)
+                        peak = exact_gemm(plane, cells[p, s], True).max(axis=0, initial=0)
                         tiles[t][0][p, s] = np.maximum(tiles[t][0][p, s], peak)
                 if ref_shift is not None:
                     tiles[t][1] = max(tiles[t][1] or 0, int(plane.sum(axis=1).max(initial=0)))
@@ -451,7 +267,7 @@ class Interpreter:
         return (self.conductances is None and self.no_overflow[index]
                 and all(t.identity and t.ref_identity for t in xbar.hw_tiles))
 
-    def _cannot_overflow(self, xbar: _Crossbar) -> bool:
+    def _cannot_overflow(self, xbar: Crossbar) -> bool:
         """Static proof that no accumulator addition of `xbar` can leave the accumulator range.
 
         Every running sum is bounded by the sum of the largest magnitudes of all its terms (ADC
@@ -498,7 +314,7 @@ class Interpreter:
         counters["adc_conversions"] += code.size
         return np.clip(code, 0, top) << shift
 
-    def _hardware(self, index: int, xbar: _Crossbar, x: np.ndarray) -> np.ndarray:
+    def _hardware(self, index: int, xbar: Crossbar, x: np.ndarray) -> np.ndarray:
         """Tile by tile: all DAC cycles stacked as rows and all polarities × slices as columns of
         one GEMM per tile; the ADC on the whole result; then the accumulator additions in the
         order of docs/format.md §4.1 (summed at once, as exact float64, when no addition can
@@ -559,7 +375,7 @@ class Interpreter:
         return out if free else self._limit(out, counters)
 
     @staticmethod
-    def _planes(xbar: _Crossbar, x: np.ndarray) -> np.ndarray:
+    def _planes(xbar: Crossbar, x: np.ndarray) -> np.ndarray:
         """Patches of every DAC cycle's bit-plane, stacked cycle-major as rows, in float32."""
         attrs = xbar.attrs
         dac, cycles = attrs["dac_bits"], attrs["dac_cycles"]
@@ -585,7 +401,7 @@ class Interpreter:
             np.maximum(partial, 0, out=partial)
         return partial
 
-    def _accumulate(self, xbar: _Crossbar, tile: _Tile, code: np.ndarray, current: np.ndarray, free: bool,
+    def _accumulate(self, xbar: Crossbar, tile: Tile, code: np.ndarray, current: np.ndarray, free: bool,
                     counters: dict[str, int]) -> np.ndarray:
         """Integer accumulation in the order of docs/format.md §4.1, saturating or wrapping after
         every addition unless no addition can overflow."""

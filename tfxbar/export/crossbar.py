@@ -1,0 +1,139 @@
+"""Crossbar ops prepared for the interpreter: the integer weight matrix rebuilt from the tiles
+(ideal mode) and, per tile, the stacked cells, static partial-sum bounds and ADC constants
+(hardware mode). Integers travel as float32/float64 wherever every partial sum is provably
+exact in that dtype, so the GEMMs run on BLAS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tfxbar.export.kernels import im2col
+
+__all__ = ["Crossbar", "Tile", "exact_gemm"]
+
+_EXACT_FLOAT64 = 2 ** 53
+_EXACT_FLOAT32 = 2 ** 24
+
+
+def _exact_dtype(bound: int) -> np.dtype:
+    """Cheapest GEMM dtype in which every partial sum of magnitude ≤ `bound` is exact:
+    integers below 2^24 (2^53) are exact in float32 (float64) whatever the summation order."""
+    if bound < _EXACT_FLOAT32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64 if bound < _EXACT_FLOAT64 else np.int64)
+
+
+def exact_gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
+    """Exact integer product; float64 BLAS when every partial sum fits in 53 bits."""
+    if exact_float:
+        return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    return x.astype(np.int64) @ w.astype(np.int64)
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A contiguous index range as a slice (views instead of gathers), else the index itself."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
+
+
+class Tile:
+    """One tile prepared for hardware mode: its cells as one stacked matrix and static bounds."""
+
+    def __init__(self, t: int, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+        self.cells = arrays[f"tile{t}.cells"]
+        self.rows, self.cols = arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"]
+        self.adc_shift, self.ref_shift = arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift")
+        p, s, r, c = self.cells.shape
+        d, cycles, top = attrs["dac_bits"], attrs["dac_cycles"], (1 << attrs["adc_bits"]) - 1
+        # Largest bit-plane value per DAC cycle (the top cycle may hold fewer bits).
+        self.plane_max = np.array([min((1 << d) - 1, attrs["input_max"] >> (d * j)) for j in range(cycles)])
+        colsum = self.cells.astype(np.int64).sum(axis=2)                     # (P, L, c)
+        peak = int(self.plane_max.max()) * int(colsum.max(initial=0))
+        self.dtype = _exact_dtype(peak)
+        # Polarities × slices side by side: one GEMM per tile computes every column's partial sum.
+        self.stacked = self.cells.transpose(2, 0, 1, 3).reshape(r, p * s * c).astype(self.dtype)
+        # The ADC is the identity when no step is coarser than 1 and no partial sum can reach its top.
+        self.identity = not self.adc_shift.any() and peak <= top
+        ref_peak = int(self.plane_max.max()) * r
+        self.ref_identity = self.ref_shift is None or (not self.ref_shift.any() and ref_peak <= top)
+        # Static bound of every ADC output per (cycle, polarity, slice, column), for overflow proofs.
+        partial = self.plane_max[:, None, None, None].astype(np.float64) * colsum[None]
+        shift = 2.0 ** self.adc_shift.astype(np.float64)
+        self.term_max = (partial if self.identity else np.minimum(top * shift, partial + shift / 2))
+        if self.ref_shift is not None:
+            ref_step = 2.0 ** float(self.ref_shift[0])
+            self.ref_max = self.plane_max * float(r) if self.ref_identity else \
+                np.minimum(top * ref_step, self.plane_max * float(r) + ref_step / 2)
+        self.conversions = cycles * (p * s * c + (self.ref_shift is not None))
+        self.row_index, self.col_index = _as_slice(self.rows), _as_slice(self.cols)
+        # Float ADC: floor(partial · 2^−shift + 0.5) is exact in float32 below 2^22 (the + 0.5 and
+        # the fraction bits fit in the 24-bit significand), in float64 below 2^51.
+        self.adc_dtype = np.dtype(np.float32 if peak < 2 ** 22 else
+                                  np.float64 if peak < 2 ** 51 else np.int64)
+        self.inv_step = (2.0 ** -self.adc_shift.astype(np.float64)).reshape(-1)   # (P·S·c,)
+        # Weight of ADC code (cycle j, polarity, slice, column) in the accumulator, for the
+        # overflow-free summation: sign · 2^(shift + slice_bits·s + dac_bits·j).
+        signs = np.asarray(attrs["polarities"], np.float64)[:, None, None]
+        exps = self.adc_shift.astype(np.float64) + attrs["slice_bits"] * np.arange(s)[None, :, None]
+        self.coef = np.stack([(signs * 2.0 ** (exps + d * j)).reshape(p * s, c) for j in range(cycles)])
+        # Weights pre-scaled by 2^−shift: the GEMM yields partial / 2^shift directly, exactly (a
+        # power-of-two scaling; every partial sum stays a multiple of 2^−shift below 2^22 of them).
+        self.scaled = None if self.identity or self.adc_dtype.kind != "f" else \
+            (self.stacked.astype(np.float64) * self.inv_step[None, :]).astype(self.adc_dtype)
+        # Largest |running sum| of this tile's own additions (ADC outputs times their weights), with
+        # and without a device (then only the ADC bounds a term): float32 sums are exact below 2^24.
+        weight = np.abs(self.coef) * 2.0 ** -self.adc_shift.astype(np.float64).reshape(1, p * s, c)
+        terms = self.term_max.reshape(cycles, p * s, c) * weight
+        self.sum_bound = float(terms.sum(axis=(0, 1)).max(initial=0))
+        self.sum_bound_device = float((top * np.abs(self.coef)).sum(axis=(0, 1)).max(initial=0))
+
+
+class Crossbar:
+    """Prepared arrays of one crossbar op."""
+
+    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        attrs = op["attrs"]
+        self.name, self.attrs = op["name"], attrs
+        self.tiles = [(arrays[f"tile{t}.cells"], arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"],
+                       arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift"))
+                      for t in range(len(attrs["tiles"]))]
+        self.hw_tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
+        self.offset = arrays["offset_num"]
+        self.shift = attrs["offset_shift"]
+        weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
+        for cells, rows, cols, _, _ in self.tiles:
+            block = sum(sign * sum(cells[p, s].astype(np.int64) << (attrs["slice_bits"] * s)
+                                   for s in range(attrs["slices"]))
+                        for p, sign in enumerate(attrs["polarities"]))
+            weights[np.ix_(rows, cols)] += block
+        self.weights = (weights << self.shift) - self.offset[None, :]
+        bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
+        self.exact_float = bound < _EXACT_FLOAT64
+        # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
+        # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
+        self.dtype = _exact_dtype(bound)
+        self.gemm_weights = self.weights.astype(self.dtype)
+        self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
+
+    def lead(self, x: np.ndarray) -> tuple[int, ...]:
+        """Leading (per-patch) shape of the output for input `x`."""
+        if self.attrs["layer_type"] == "Dense":
+            return x.shape[:-1]
+        (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"]
+        return len(x), (x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1
+
+    def patches(self, x: np.ndarray, dtype: Any = np.int64) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Patches, one per row (K columns), as `dtype` (integer codes by default), and the lead shape."""
+        x = x.astype(dtype, copy=False)
+        if self.attrs["layer_type"] == "Dense":
+            return x, x.shape[:-1]
+        p = im2col(x, self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"])
+        return p.reshape(-1, p.shape[-1]), p.shape[:-1]
+
+    def ideal(self, x: np.ndarray) -> np.ndarray:
+        """Exact X for every patch, (patches, N) in `self.dtype` (exact integers)."""
+        return self.patches(x, self.dtype)[0] @ self.gemm_weights
