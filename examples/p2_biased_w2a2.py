@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--float-model", help="start from this saved float model instead of training one")
     parser.add_argument("--ends-bits", type=int,
                         help="weight bits of the first and last layer (default: W2A2 everywhere)")
+    parser.add_argument("--variants", nargs="+", choices=("biased", "symmetric"),
+                        default=["biased", "symmetric"], help="quantized variants to train")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     widths, hidden, float_epochs, qat_epochs, augment = SETTINGS[args.dataset]
@@ -124,7 +126,8 @@ def main() -> None:
     if args.save_float:
         model.save(args.save_float)
 
-    for preset in ("w2a2-biased", SYMMETRIC):
+    presets = {"biased": "w2a2-biased", "symmetric": SYMMETRIC}
+    for preset in (presets[name] for name in args.variants):
         keras.utils.set_random_seed(args.seed)
         phase = time.time()
         qmodel = tfxbar.quantize_model(model, preset, specs, calibration_data=data.x_train[:2000])
