@@ -10,16 +10,11 @@ Modes:
   ADC clips and accumulator overflows per layer. With lossless ADCs and no overflow it equals
   ideal mode exactly.
 
-Speed without giving up exactness (docs/benchmarks.md): codes and accumulators travel as
-float32 (or float64) wherever every partial sum is provably below 2^24 (2^53), so each crossbar
-is one BLAS GEMM on exact integers, else as int64. Thresholds are one table lookup for all
-channels, and run after a following max-pool (they are monotone per channel). In hardware
-mode each tile is one GEMM (DAC cycles stacked as rows, polarities × slices as columns,
-bit-planes cut before im2col) with the weights pre-scaled by 2^−adc_shift, so the ADC is a
-round-and-saturate in place on exact floats; accumulator additions are summed at once (as
-exact floats) when a static bound proves that none can overflow, and a crossbar whose ADCs
-provably pass every partial sum unchanged runs as in ideal mode (the counters are then known
-in closed form). Batches run on `workers` threads with BLAS pinned to one thread each.
+Speed without giving up exactness (docs/benchmarks.md): integers travel as float32/float64
+wherever every partial sum is provably exact there, so each crossbar (ideal) or tile (hardware)
+is one BLAS GEMM (`tfxbar.export.crossbar`); thresholds are one table lookup, after a following
+max-pool; provably overflow-free accumulations are summed at once; batches run on worker
+threads with single-threaded BLAS (`tfxbar.export.blas`).
 
 A device instance (e.g. from tfxbar.variation) can be applied in hardware mode through
 `conductances`: a callable ``(layer_name, tile_index, cells) -> float array`` of the same
