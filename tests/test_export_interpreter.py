@@ -379,7 +379,7 @@ def test_hardware_float_paths_equal_the_per_cycle_reference(path: str) -> None:
     x = np.concatenate([np.full((1, k), 255), rng.integers(0, 256, (30, k))])
     for bits, mode in ((48, "saturate"), (60, "saturate"), (20, "wrap"), (20, "saturate")):
         interpreter = tfxbar.Interpreter(program, "hardware", accumulator_bits=bits, accumulator_mode=mode)
-        tiles = interpreter.crossbars[0].hw_tiles
+        tiles = interpreter.crossbars[0].tiles
         if path == "int64":
             for tile in tiles:
                 tile.adc_dtype, tile.scaled = np.dtype(np.int64), None

@@ -98,21 +98,18 @@ class Crossbar:
     def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         attrs = op["attrs"]
         self.name, self.attrs = op["name"], attrs
-        self.tiles = [(arrays[f"tile{t}.cells"], arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"],
-                       arrays[f"tile{t}.adc_shift"], arrays.get(f"tile{t}.ref_shift"))
-                      for t in range(len(attrs["tiles"]))]
-        self.hw_tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
+        self.tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
         self.offset = arrays["offset_num"]
         self.shift = attrs["offset_shift"]
         weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
-        for cells, rows, cols, _, _ in self.tiles:
+        for tile in self.tiles:
+            cells = tile.cells
             block = sum(sign * sum(cells[p, s].astype(np.int64) << (attrs["slice_bits"] * s)
                                    for s in range(attrs["slices"]))
                         for p, sign in enumerate(attrs["polarities"]))
-            weights[np.ix_(rows, cols)] += block
+            weights[np.ix_(tile.rows, tile.cols)] += block
         self.weights = (weights << self.shift) - self.offset[None, :]
         bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
-        self.exact_float = bound < _EXACT_FLOAT64
         # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
         # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
         self.dtype = _exact_dtype(bound)

@@ -169,8 +169,10 @@ class Interpreter:
 
     def _observe(self, index: int, xbar: Crossbar, patches: np.ndarray) -> None:
         dac = xbar.attrs["dac_bits"]
-        tiles = self._peaks.setdefault(index, [[np.zeros(t[3].shape, np.int64), None] for t in xbar.tiles])
-        for t, (cells, rows, _, _, ref_shift) in enumerate(xbar.tiles):
+        tiles = self._peaks.setdefault(index, [[np.zeros(t.adc_shift.shape, np.int64), None]
+                                               for t in xbar.tiles])
+        for t, tile in enumerate(xbar.tiles):
+            cells, rows, ref_shift = tile.cells, tile.rows, tile.ref_shift
             for j in range(xbar.attrs["dac_cycles"]):
                 plane = (patches[:, rows] >> (dac * j)) & ((1 << dac) - 1)
                 for p in range(cells.shape[0]):
@@ -245,7 +247,7 @@ class Interpreter:
             # the ideal one exactly, and the counters are known without modelling anything.
             acc = xbar.ideal(x)
             counters = self._counters(xbar.name)
-            counters["adc_conversions"] += int(np.prod(lead)) * sum(t.conversions for t in xbar.hw_tiles)
+            counters["adc_conversions"] += int(np.prod(lead)) * sum(t.conversions for t in xbar.tiles)
         else:
             acc = self._hardware(index, xbar, x)
         return acc.reshape(*lead, xbar.attrs["cols"])
@@ -260,7 +262,7 @@ class Interpreter:
     def _hardware_is_ideal(self, index: int) -> bool:
         xbar = self.crossbars[index]
         return (self.conductances is None and self.no_overflow[index]
-                and all(t.identity and t.ref_identity for t in xbar.hw_tiles))
+                and all(t.identity and t.ref_identity for t in xbar.tiles))
 
     def _cannot_overflow(self, xbar: Crossbar) -> bool:
         """Static proof that no accumulator addition of `xbar` can leave the accumulator range.
@@ -272,7 +274,7 @@ class Interpreter:
         d, b, top = attrs["dac_bits"], attrs["slice_bits"], (1 << attrs["adc_bits"]) - 1
         acc = np.zeros(attrs["cols"], np.float64)
         total = 0.0
-        for tile in xbar.hw_tiles:
+        for tile in xbar.tiles:
             term = tile.term_max
             if self.conductances is not None:   # a device may add any partial sum: only the ADC bounds it
                 term = np.broadcast_to(top * 2.0 ** tile.adc_shift.astype(np.float64), term.shape)
@@ -326,7 +328,7 @@ class Interpreter:
         summed = free and self.accumulator_bits <= 53
         acc = np.zeros((m, attrs["cols"]), np.float64 if summed else np.int64)
         total = np.zeros((m, 1), np.int64)
-        for t, tile in enumerate(xbar.hw_tiles):
+        for t, tile in enumerate(xbar.tiles):
             inputs = planes[:, tile.row_index]
             cond = self._device(index, t, xbar.name, tile.cells)
             p_, s_, c = tile.cells.shape[0], tile.cells.shape[1], len(tile.cols)
@@ -419,7 +421,7 @@ class Interpreter:
             return
         for index, xbar in self.crossbars.items():
             if not self._hardware_is_ideal(index):
-                for t, tile in enumerate(xbar.hw_tiles):
+                for t, tile in enumerate(xbar.tiles):
                     self._device(index, t, xbar.name, tile.cells)
 
     def _device(self, index: int, tile: int, name: str, cells: np.ndarray) -> np.ndarray | None:
