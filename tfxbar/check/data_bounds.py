@@ -103,7 +103,8 @@ class _Recorder(Interpreter):
     """An ideal-mode interpreter that replays every crossbar's patches through `_replay`."""
 
     def __init__(self, program: Program) -> None:
-        super().__init__(program, "ideal")
+        # One worker: `_replay` updates the shared running extremes in place (not thread-safe).
+        super().__init__(program, "ideal", workers=1)
         self.seen = {i: _empty(i, op["name"], op["attrs"], self.arrays[i])
                      for i, op in enumerate(self.ops) if op["kind"] == "crossbar"}
 
