@@ -3,10 +3,13 @@
 For each model, a plain and a variation-aware copy train on the same random MNIST-shaped data;
 `fit` calls of `--steps` steps alternate between the copies for `--repeats` rounds, every
 step is timed by a callback (the first `--warmup` steps of a call, which include tracing, are
-dropped), and the medians are compared. The device is `DeviceModel.typical_reram()`
-(lognormal programming variation, read noise, stuck-at-0/1 faults: every draw per step).
+dropped). Each round gives a median step time per copy; the ratio reported is the median over
+rounds of the per-round ratio (a paired statistic: a slow spell of a shared machine hits the
+copies of one round alike), with its interquartile range over rounds. The device is
+`DeviceModel.typical_reram()` (lognormal programming variation, read noise, stuck-at-0/1
+faults: every draw per step).
 
-    python benchmarks/variation_overhead.py            # about 3 min on 2 idle cores
+    python benchmarks/variation_overhead.py            # about 6 min on 2 idle cores
     python benchmarks/variation_overhead.py --compare-no-xla   # + DeviceVariation(jit_compile=False)
 """
 
@@ -76,21 +79,27 @@ def measure(builder, preset: str, args: argparse.Namespace) -> dict[str, float]:
                "DeviceVariation, no XLA": [DeviceVariation(device, jit_compile=False)]}
     configs = {name: cbs for name, cbs in configs.items() if name in args.configs}
     models = {name: _compiled(builder, preset) for name in configs}
-    times: dict[str, list[float]] = {name: [] for name in configs}
+    rounds: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.repeats):
         for name, callbacks in configs.items():  # interleaved: load changes hit all alike
             timer = _StepTimer(args.warmup)
             models[name].fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0,
                              callbacks=[*callbacks, timer])
-            times[name].extend(timer.times)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            rounds[name].append(float(np.median(timer.times)))
+    plain = np.asarray(rounds["plain"])
+    result = {}
+    for name, per_round in rounds.items():
+        ratios = np.asarray(per_round) / plain
+        result[name] = {"ms": 1e3 * float(np.median(per_round)), "ratio": float(np.median(ratios)),
+                        "q1": float(np.percentile(ratios, 25)), "q3": float(np.percentile(ratios, 75))}
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40, help="steps per fit call")
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped per fit call")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
     parser.add_argument("--compare-no-xla", action="store_true",
@@ -103,8 +112,10 @@ def main() -> None:
         args.configs.append("DeviceVariation, per-batch ramp")
     if args.compare_no_xla:
         args.configs.append("DeviceVariation, no XLA")
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, batch {args.batch_size}, "
-          f"{args.repeats}×{args.steps - args.warmup} timed steps per configuration\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}, batch "
+          f"{args.batch_size}, {args.repeats}×{args.steps - args.warmup} timed steps per "
+          f"configuration; ratio = median of per-round ratios [interquartile range]\n")
     headers = {"DeviceVariation": "DeviceVariation", "DeviceVariation, per-batch ramp":
                "per-batch ramp", "DeviceVariation, no XLA": "`jit_compile=False`"}
     others = args.configs[1:]
@@ -116,9 +127,9 @@ def main() -> None:
     for key in args.models.split(","):
         label, builder, preset = models[key.strip()]
         m = measure(builder, preset, args)
-        plain = m["plain"]
-        cells = " | ".join(f"{1e3 * m[n]:.2f} | {m[n] / plain:.3f}" for n in others)
-        print(f"| {label} | {1e3 * plain:.2f} | {cells} |", flush=True)
+        cells = " | ".join(f"{m[n]['ms']:.2f} | {m[n]['ratio']:.3f} [{m[n]['q1']:.3f}–{m[n]['q3']:.3f}]"
+                           for n in others)
+        print(f"| {label} | {m['plain']['ms']:.2f} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

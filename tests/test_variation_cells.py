@@ -226,3 +226,35 @@ def test_fused_chain_matches_the_graph_chain_and_compiles_once():
                                                   tf.convert_to_tensor(state.table))(stage="hlo")
 
     assert hlo(1) == hlo(2)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_lognormal_cache_gives_the_same_draws_and_is_ignored_once_stale(jit):
+    q, kernel, variables = _setup(BinaryWeights(), shape=(256, 32))
+    device = DeviceModel.typical_reram()
+
+    def noisy(state: VariationState) -> np.ndarray:
+        q.cell_noise = CellNoise(state, device, 0, jit_compile=jit)
+        try:
+            return q(kernel, True, variables).numpy()
+        finally:
+            q.cell_noise = None
+
+    plain, cached = VariationState(device, seed=3), VariationState(device, seed=3)
+    plain.create_table(2 ** 16)
+    cached.create_table(2 ** 16, lognormal_cache=True)
+    assert float(cached.exp_sigma.numpy()) == pytest.approx(0.1)
+    # Same windows, so the same draws: exp(σ·z) computed at refresh or per step (ulp apart).
+    np.testing.assert_allclose(noisy(cached), noisy(plain), rtol=1e-5, atol=1e-6)
+    # σ changed without a refresh: the cache (still for σ = 0.1) must not be used.
+    for state in (plain, cached):
+        state.strength.assign(3.0)
+    np.testing.assert_allclose(noisy(cached), noisy(plain), rtol=1e-5, atol=1e-6)
+    assert float(cached.exp_sigma.numpy()) == pytest.approx(0.1)
+    cached.refresh_exp_table()
+    assert float(cached.exp_sigma.numpy()) == pytest.approx(0.3)
+    np.testing.assert_allclose(noisy(cached), noisy(plain), rtol=1e-5, atol=1e-6)
+    # And the stale-cache check is not vacuous: a cache held for another σ gives other draws.
+    cached.exp_sigma.assign(cached.lognormal_amplitude())
+    cached.exp_table.assign(tf.ones_like(cached.exp_table))
+    assert not np.allclose(noisy(cached), noisy(plain), rtol=1e-3)

@@ -116,6 +116,29 @@ def test_per_epoch_schedule_is_logged():
     np.testing.assert_allclose(history.history["variation_lognormal_sigma"], [0.15, 0.3], rtol=1e-6)
 
 
+class _CacheProbe(keras.callbacks.Callback):
+    def __init__(self, dv: DeviceVariation) -> None:
+        super().__init__()
+        self.dv, self.pairs = dv, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.dv.state
+        cached = None if state.exp_sigma is None else float(state.exp_sigma.numpy())
+        self.pairs.append((cached, float(state.lognormal_amplitude().numpy())))
+
+
+def test_lognormal_cache_follows_per_epoch_sigma_and_is_skipped_for_per_batch_schedules():
+    dv = DeviceVariation(NOISY, schedule=per_epoch([0.5, 1.0]))
+    probe = _CacheProbe(dv)
+    _fit(_model(), [dv, probe])
+    assert sorted({cached for cached, _ in probe.pairs}) == pytest.approx([0.15, 0.3])
+    assert all(cached == sigma for cached, sigma in probe.pairs)  # every step hit the cache
+    dv = DeviceVariation(NOISY, schedule=ramp(2))
+    probe = _CacheProbe(dv)
+    _fit(_model(), [dv, probe])
+    assert dv.state.exp_table is None and {cached for cached, _ in probe.pairs} == {None}
+
+
 def test_checkpoints_hold_clean_weights_and_early_stopping_works(tmp_path):
     model = _model()
     weights = str(tmp_path / "w_{epoch}.h5")

@@ -89,7 +89,10 @@ class DeviceVariation(keras.callbacks.Callback):
             if self.noise_table:
                 largest = max((int(np.prod(k.kernel.shape)) for k in quantized_kernels(model)),
                               default=0)
-                self.state.create_table(max(_MIN_TABLE, 4 * largest))
+                # A per-batch schedule changes σ every step: a lognormal cache would be
+                # recomputed (table-sized) at every step, dearer than the per-cell exp it saves.
+                self.state.create_table(max(_MIN_TABLE, 4 * largest),
+                                        lognormal_cache=not self.schedule.per_batch)
         self._saved = install(model, self.state, self.device, self.at_inference, self.jit_compile)
         # fit made (and may already have traced) its train function before this hook ran;
         # rebuild it so the cell noise is traced in. fit looks it up again on every step.
@@ -129,6 +132,7 @@ class DeviceVariation(keras.callbacks.Callback):
     def _set_strength(self, progress: float) -> None:
         if self.state is not None:
             self.state.strength.assign(self.schedule(progress))
+            self.state.refresh_exp_table()
 
     def statistics(self) -> dict[str, float]:
         """Strength, effective σ values and the relative weight error of one noise draw."""

@@ -12,6 +12,9 @@ All random draws are stateless, keyed by (seed, kernel, cell group, noise kind) 
 held in a variable, so one graph serves every batch, chip and σ without retracing. In training
 with a noise table, each kernel's whole chain (table windows, both cells, faults, read-back)
 is one XLA-compiled function: a single pass over the cells instead of ~20 full-size tensors.
+While σ stays put (constant or per-epoch schedules), the lognormal factors exp(σ·z) come from a
+second table, exp(σ·table), refreshed when σ changes: the exp, the chain's largest cost, then
+runs once per σ instead of once per cell per step.
 """
 
 from __future__ import annotations
@@ -64,12 +67,41 @@ class VariationState:
         self.step_counter = step_counter if step_counter is not None else tf.Variable(
             0, dtype=tf.int64, trainable=False, name="variation_steps")
         self.table: tf.Variable | None = None
+        self.exp_table: tf.Variable | None = None
+        self.exp_sigma: tf.Variable | None = None
 
-    def create_table(self, size: int) -> None:
-        """Hold `size` N(0, 1) samples from which training draws windows (see `normal`)."""
+    def create_table(self, size: int, lognormal_cache: bool = False) -> None:
+        """Hold `size` N(0, 1) samples from which training draws windows (see `normal`).
+
+        `lognormal_cache`: also hold exp(σ·table) for the current lognormal σ (see
+        `refresh_exp_table`); worth it when σ changes rarely (not for per-batch schedules).
+        """
         seed = tf.stack([tf.convert_to_tensor(self.seed), tf.constant(-1, tf.int64)])
         self.table = tf.Variable(tf.random.stateless_normal([int(size)], seed), trainable=False,
                                  name="variation_noise_table")
+        if lognormal_cache:
+            self.exp_table = tf.Variable(tf.ones([int(size)]), trainable=False,
+                                         name="variation_lognormal_table")
+            # NaN equals nothing: until the first refresh every draw computes its exp.
+            self.exp_sigma = tf.Variable(float("nan"), trainable=False, name="variation_lognormal_sigma")
+            self.refresh_exp_table()
+
+    def lognormal_amplitude(self) -> tf.Tensor:
+        """The lognormal σ in force: the device's σ times the schedule's strength (computed
+        exactly as the noise chain computes it, so the two compare equal)."""
+        return _amplitudes(tf.convert_to_tensor(self.params),
+                           tf.convert_to_tensor(self.strength))[_P["lognormal_sigma"]]
+
+    def refresh_exp_table(self) -> None:
+        """Recompute exp(σ·table) if σ changed since the last refresh. A stale cache is never
+        used: the chain compares σ with `exp_sigma` at every step and otherwise computes the exp."""
+        if self.exp_table is None or self.table is None:
+            return
+        sigma = self.lognormal_amplitude()
+        if bool(tf.equal(sigma, tf.convert_to_tensor(self.exp_sigma))):
+            return
+        self.exp_table.assign(tf.exp(sigma * tf.convert_to_tensor(self.table)))
+        self.exp_sigma.assign(sigma)
 
     def normal(self, shape: list[int], seed: tf.Tensor, exact: bool) -> tf.Tensor:
         """N(0, 1) samples of a static `shape`, a pure function of `seed`.
@@ -86,12 +118,18 @@ class VariationState:
         """Load a device's numeric parameters (its structure — stages, cell and slice bits —
         must match the one the hooks were installed with)."""
         self.params.assign(device.parameter_vector())
+        self.refresh_exp_table()
 
     def effective(self) -> dict[str, float]:
         """Current parameter values with the schedule's strength applied (for logging)."""
         values = dict(zip(PARAMETERS, self.params.numpy().tolist(), strict=True))
         strength = float(self.strength.numpy())
         return {k: (v * strength if k in SCHEDULED else v) for k, v in values.items()}
+
+
+def _amplitudes(params: tf.Tensor, strength: tf.Tensor) -> tf.Tensor:
+    """The scheduled parameters times the schedule's strength."""
+    return params[: len(SCHEDULED)] * strength
 
 
 def _normal(shape: list[int], seed: tf.Tensor, table: tf.Tensor | None,
@@ -123,6 +161,8 @@ class _Inputs:
     read_counter: tf.Tensor  # int64: keys read noise
     table: tf.Tensor | None  # N(0, 1) table; None: exact Philox draws
     fused: bool = False  # inside the XLA-compiled chain (see `_normal`)
+    exp_table: tf.Tensor | None = None  # exp(exp_sigma · table), or None
+    exp_sigma: tf.Tensor | None = None
 
 
 def cell_levels(quantizer: WeightQuantizer) -> int:
@@ -167,7 +207,7 @@ class CellNoise:
         self.kernel_id = int(kernel_id)
         self.at_inference = bool(at_inference)
         self.jit_compile = bool(jit_compile)
-        self._fused: dict[int, Any] = {}  # id(quantizer) → XLA-compiled chain
+        self._fused: dict[tuple[int, bool], Any] = {}  # (id(quantizer), cached) → XLA chain
 
     def __call__(self, quantizer: WeightQuantizer, codes: tf.Tensor, scale: tf.Tensor,
                  offset: tf.Tensor, training: Any) -> tf.Tensor:
@@ -193,24 +233,35 @@ class CellNoise:
             read_counter = counter * 2 ** 32 + tf.convert_to_tensor(s.reads)
         # Chips in evaluation always get exact Philox draws.
         table = tf.convert_to_tensor(s.table) if training and s.table is not None else None
-        if table is not None and self.jit_compile:
-            return self._fused_chain(quantizer)(c, b, params, strength, seed, counter, table)
-        return self._chain(quantizer, c, b, _Inputs(params, strength, seed, counter, read_counter,
-                                                    table))
+        def run(*cache: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            if table is not None and self.jit_compile:
+                return self._fused_chain(quantizer, bool(cache))(c, b, params, strength, seed,
+                                                                 counter, table, *cache)
+            return self._chain(quantizer, c, b, _Inputs(params, strength, seed, counter,
+                                                        read_counter, table, False, *cache))
 
-    def _fused_chain(self, quantizer: WeightQuantizer) -> Any:
+        if table is None or s.exp_table is None or "lognormal_sigma" not in self.structure.components:
+            return run()
+        # The cache serves only the σ it was computed for; the choice is made outside the XLA
+        # cluster, as a conditional inside it would split the fused loop.
+        exp_table, exp_sigma = tf.convert_to_tensor(s.exp_table), tf.convert_to_tensor(s.exp_sigma)
+        sigma = _amplitudes(params, strength)[_P["lognormal_sigma"]]
+        return tf.cond(tf.equal(sigma, exp_sigma), lambda: run(exp_table, exp_sigma), run)
+
+    def _fused_chain(self, quantizer: WeightQuantizer, cached: bool = False) -> Any:
         """The training chain of this kernel as one XLA cluster: XLA fuses the windows, the
-        exp, the fault selects and the read-back into a single loop over the cells."""
-        fused = self._fused.get(id(quantizer))
+        exp, the fault selects and the read-back into a single loop over the cells.
+        `cached`: it also takes ``exp_table, exp_sigma`` (see `VariationState.create_table`)."""
+        key = (id(quantizer), cached)
+        fused = self._fused.get(key)
         if fused is None:
             def chain(c: tf.Tensor, b: tf.Tensor, params: tf.Tensor, strength: tf.Tensor,
-                      seed: tf.Tensor, counter: tf.Tensor, table: tf.Tensor
-                      ) -> tuple[tf.Tensor, tf.Tensor]:
-                inputs = _Inputs(params, strength, seed, counter, counter, table, fused=True)
+                      seed: tf.Tensor, counter: tf.Tensor, table: tf.Tensor,
+                      *cache: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                inputs = _Inputs(params, strength, seed, counter, counter, table, True, *cache)
                 return self._chain(quantizer, c, b, inputs)
 
-            fused = self._fused[id(quantizer)] = tf.function(chain, jit_compile=True,
-                                                             autograph=False)
+            fused = self._fused[key] = tf.function(chain, jit_compile=True, autograph=False)
         return fused
 
     def _chain(self, quantizer: WeightQuantizer, c: tf.Tensor, b: tf.Tensor,
@@ -258,6 +309,15 @@ class CellNoise:
         return total
 
     # -- one physical cell ---------------------------------------------------------------------
+    def _lognormal(self, shape: list[int], group: int, sigma: tf.Tensor, inputs: _Inputs) -> tf.Tensor:
+        """exp(σ·z) per cell. With the exp cache (which `deltas` passes only when it holds this
+        σ), the same window of exp(σ·table): same start, same z; the cache changes the cost,
+        not the draw."""
+        seed = self._seed(group, _LOGNORMAL, inputs)
+        if inputs.exp_table is not None:
+            return _normal(shape, seed, inputs.exp_table, inputs.fused)
+        return tf.exp(sigma * _normal(shape, seed, inputs.table, inputs.fused))
+
     def _seed(self, group: int, kind: int, inputs: _Inputs) -> tf.Tensor:
         key = inputs.seed * 1_000_003 + (self.kernel_id * _GROUPS + group) * 8 + kind
         return tf.stack([key, inputs.read_counter if kind == _READ else inputs.counter])
@@ -265,7 +325,7 @@ class CellNoise:
     def _cell_delta(self, g: tf.Tensor, levels: float, group: int, inputs: _Inputs) -> tf.Tensor:
         """Read-back error, in code units, of cells programmed to codes g of `levels` levels."""
         st, p = self.structure, inputs.params
-        amp = p[: len(SCHEDULED)] * inputs.strength
+        amp = _amplitudes(p, inputs.strength)
         g_min = p[_P["g_min"]]
         span = 1.0 - g_min
         top = levels - 1.0
@@ -281,7 +341,8 @@ class CellNoise:
 
         conductance = target
         if "lognormal_sigma" in st.components:
-            conductance = conductance * tf.exp(amp[_P["lognormal_sigma"]] * normal(_LOGNORMAL))
+            conductance = conductance * self._lognormal(shape, group, amp[_P["lognormal_sigma"]],
+                                                        inputs)
         if "additive_sigma" in st.components:
             conductance = conductance + amp[_P["additive_sigma"]] * normal(_ADDITIVE)
         if "stuck" in st.components:
