@@ -438,3 +438,47 @@ def test_workers_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="workers"):
         tfxbar.Interpreter(make_program(np.ones((3, 2), np.int64)), workers=0)
+
+
+@pytest.mark.parametrize("k,magnitude,lanes,dtype", [(200, 1, 3, np.float32), (600, 100, 2, np.float32),
+                                                     (600, 3000, 1, np.float64)])
+def test_lane_packing_is_exact_at_the_extremes(monkeypatch, k: int, magnitude: int, lanes: int,
+                                               dtype: type) -> None:
+    """Images packed F to a float64 lane word give the exact products, including outputs at ±the
+    static bound (each lane's field full in both directions) and batches not a multiple of F."""
+    from check_toys import make_program
+
+    from tfxbar.export import crossbar
+
+    monkeypatch.setattr(crossbar, "_MIN_PACKED_PATCHES", 0)   # pack the dense toy as well
+    codes = np.full((k, 3), magnitude, np.int64)
+    codes[:, 1] *= -1
+    codes[::2, 2] *= -1
+    program = make_program(codes, input_bits=8, tile_rows=128, tile_cols=8, slice_bits=8, accumulator_bits=64)
+    interpreter = tfxbar.Interpreter(program, workers=1)
+    xbar = interpreter.crossbars[0]
+    assert (xbar.lanes, xbar.dtype) == (lanes, dtype)
+    x = np.concatenate([np.full((2, k), 255), np.zeros((1, k), np.int64), RNG.integers(0, 256, (8, k))])
+    expected = x @ codes
+    assert expected[0, 0] == k * 255 * magnitude and expected[0, 1] == -expected[0, 0]
+    for batch_size in (11, 4, 1):
+        np.testing.assert_array_equal(interpreter.run(x, batch_size=batch_size), expected)
+
+
+def test_convolutions_run_packed_and_equal_the_unpacked_gemm(models, monkeypatch) -> None:
+    from tfxbar.export import crossbar
+
+    program = _convert(models["w4a3"])
+    codes, _ = pixel_codes(37)
+    packed = tfxbar.Interpreter(program, workers=1)
+    convs = [x for x in packed.crossbars.values() if x.attrs["layer_type"] == "Conv2D"]
+    assert convs and all(x.lanes >= 2 for x in convs)
+    monkeypatch.setattr(crossbar, "_MIN_PACKED_PATCHES", 0)   # small toy images: pack them all
+    monkeypatch.setattr(crossbar, "_MAX_LANES", 3)
+    out, taps = packed.run(codes, batch_size=10, taps=True)
+    monkeypatch.setattr(crossbar, "_MAX_LANES", 1)
+    plain = tfxbar.Interpreter(program, workers=1)
+    assert all(x.lanes == 1 for x in plain.crossbars.values())
+    ref, ref_taps = plain.run(codes, batch_size=10, taps=True)
+    np.testing.assert_array_equal(out, ref)
+    assert all(np.array_equal(taps[key], ref_taps[key]) for key in ref_taps)

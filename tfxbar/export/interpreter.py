@@ -12,7 +12,8 @@ Modes:
 
 Speed without giving up exactness (docs/benchmarks.md): integers travel as float32/float64
 wherever every partial sum is provably exact there, so each crossbar (ideal) or tile (hardware)
-is one BLAS GEMM (`tfxbar.export.crossbar`); thresholds are one table lookup, after a following
+is one BLAS GEMM (`tfxbar.export.crossbar`), with up to three images per float64 lane word in the
+ideal convolutions; thresholds are one table lookup, after a following
 max-pool; provably overflow-free accumulations are summed at once; batches run on worker
 threads with single-threaded BLAS (`tfxbar.export.blas`).
 
@@ -91,13 +92,14 @@ class Interpreter:
         self._local = threading.local()   # per-thread counters of the batch being run
 
     # -- public ----------------------------------------------------------------------------
-    def run(self, x: np.ndarray, batch_size: int = 64, taps: bool = False) -> Any:
+    def run(self, x: np.ndarray, batch_size: int = 48, taps: bool = False) -> Any:
         """Outputs (float64) for integer input codes `x` of shape ``(N, *input.shape)``.
 
         Arguments:
             x: integer codes (e.g. uint8 pixels) in [0, 2^input.bits − 1].
-            batch_size: examples per internal batch (bounds memory of im2col; 16–64 keeps the
-                patch matrices cache-sized and was fastest, docs/benchmarks.md).
+            batch_size: examples per internal batch (bounds memory of im2col; 24–48 keeps the
+                patch matrices near cache size and was fastest, docs/benchmarks.md; a multiple
+                of 3 fills every lane of a packed convolution).
             taps: also return ``{keras_layer: int64 codes}`` for every op with a tap.
 
         Raises:
@@ -148,7 +150,7 @@ class Interpreter:
 
     __call__ = run
 
-    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int = 48) -> np.ndarray:
         """Top-1 class indices."""
         return np.argmax(self.run(x, batch_size), axis=-1)
 
