@@ -8,12 +8,14 @@
   32-bit accumulator the hardware mode provably equals the ideal one, so it takes the ideal
   path; a third row therefore exports the same model with a 1-bit DAC and 6-bit calibrated ADCs
   ("hardware, modelled"), where every DAC cycle, ADC conversion and accumulator step is modelled.
+  A row "ideal, lanes=1" runs the ideal mode without packing images into float64 lanes.
 - TFLite: the same float CNN quantized with tfmot's default 8-bit QAT
   (`tfmot.quantization.keras.quantize_model`), converted with `tf.lite.TFLiteConverter`
   (``optimizations=[tf.lite.Optimize.DEFAULT]``), run by `tf.lite.Interpreter` (batched with
   `resize_tensor_input`; 2 threads).
 
-Measurements are interleaved (ideal, TFLite, hardware, modelled, ideal, …) over `--rounds`, and
+Measurements are interleaved over `--rounds` in an order rotated every round, so that each
+variant takes each position once in 5 rounds (a fixed order favoured one variant by ≈ 10 %), and
 the median images/s of each is reported with the ratios to TFLite, with the load average
 (the machine is shared). Then the export time
 (`CrossbarConverter.convert`) for several widths of the CNN.
@@ -67,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=10000, help="test images for ideal mode and TFLite")
     parser.add_argument("--hardware-limit", type=int, default=1000, help="test images for hardware mode")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=250, help="TFLite batch")
     parser.add_argument("--tfxbar-batch", type=int, default=48,
                         help="tfxbar batch (the interpreter's default; smaller patch matrices stay in cache)")
@@ -86,6 +88,7 @@ def main() -> None:
     qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
     program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
     ideal, hardware = tfxbar.Interpreter(program), tfxbar.Interpreter(program, "hardware")
+    unpacked = tfxbar.Interpreter(program, lanes=1)
     serial = tfxbar.CrossbarConverter.from_keras_model(
         qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
     modelled = tfxbar.Interpreter(serial, "hardware")
@@ -99,13 +102,19 @@ def main() -> None:
            "hardware": float(np.mean(hardware.predict(x_hw, b) == y_test[:len(x_hw)])),
            "modelled": float(np.mean(modelled.predict(x_hw, b) == y_test[:len(x_hw)]))}
     load = [os.getloadavg()[0]]
-    rates: dict[str, list[float]] = {"tfxbar ideal": [], "TFLite int8": [], "tfxbar hardware": [],
-                                     "tfxbar hardware, modelled": []}
-    for _ in range(args.rounds):
-        rates["tfxbar ideal"].append(_timed(lambda: ideal.run(x_test, b), len(x_test)))
-        rates["TFLite int8"].append(_timed(lambda: _run_tflite(lite, x_float[:n], args.batch), n))
-        rates["tfxbar hardware"].append(_timed(lambda: hardware.run(x_hw, b), len(x_hw)))
-        rates["tfxbar hardware, modelled"].append(_timed(lambda: modelled.run(x_hw, b), len(x_hw)))
+    rates: dict[str, list[float]] = {"tfxbar ideal": [], "tfxbar ideal, lanes=1": [], "TFLite int8": [],
+                                     "tfxbar hardware": [], "tfxbar hardware, modelled": []}
+    runs = {"tfxbar ideal": (lambda: ideal.run(x_test, b), len(x_test)),
+            "tfxbar ideal, lanes=1": (lambda: unpacked.run(x_test, b), len(x_test)),
+            "TFLite int8": (lambda: _run_tflite(lite, x_float[:n], args.batch), n),
+            "tfxbar hardware": (lambda: hardware.run(x_hw, b), len(x_hw)),
+            "tfxbar hardware, modelled": (lambda: modelled.run(x_hw, b), len(x_hw))}
+    names = list(runs)
+    for r in range(args.rounds):
+        # Rotated order: in a fixed order the variant in one slot ran ≈ 10 % slower than in
+        # another (e.g. after the modelled run's large allocations), so all take every slot.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(_timed(*runs[name]))
         load.append(os.getloadavg()[0])
     median = {k: statistics.median(v) for k, v in rates.items()}
 
@@ -119,6 +128,8 @@ def main() -> None:
     print("|---|---|---|")
     for name, rate in median.items():
         print(f"| {name} | {rate:,.0f} | {rate / median['TFLite int8']:.2f}× |")
+    print("rounds (img/s): " + "; ".join(f"{k} " + ", ".join(f"{r:,.0f}" for r in v)
+                                         for k, v in rates.items()))
 
     print("\n| widths | hidden | weights | export time (s) |")
     print("|---|---|---|---|")

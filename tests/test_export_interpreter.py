@@ -433,6 +433,13 @@ def test_blas_is_single_threaded_only_inside_a_run() -> None:
     assert get() == before
 
 
+def test_lanes_must_be_positive() -> None:
+    from check_toys import make_program
+
+    with pytest.raises(ValueError, match="lanes"):
+        tfxbar.Interpreter(make_program(np.ones((3, 2), np.int64)), lanes=0)
+
+
 def test_workers_must_be_positive() -> None:
     from check_toys import make_program
 
@@ -474,10 +481,8 @@ def test_convolutions_run_packed_and_equal_the_unpacked_gemm(models, monkeypatch
     convs = [x for x in packed.crossbars.values() if x.attrs["layer_type"] == "Conv2D"]
     assert convs and all(x.lanes >= 2 for x in convs)
     monkeypatch.setattr(crossbar, "_MIN_PACKED_PATCHES", 0)   # small toy images: pack them all
-    monkeypatch.setattr(crossbar, "_MAX_LANES", 3)
     out, taps = packed.run(codes, batch_size=10, taps=True)
-    monkeypatch.setattr(crossbar, "_MAX_LANES", 1)
-    plain = tfxbar.Interpreter(program, workers=1)
+    plain = tfxbar.Interpreter(program, workers=1, lanes=1)
     assert all(x.lanes == 1 for x in plain.crossbars.values())
     ref, ref_taps = plain.run(codes, batch_size=10, taps=True)
     np.testing.assert_array_equal(out, ref)

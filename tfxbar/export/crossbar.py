@@ -22,7 +22,6 @@ __all__ = ["Crossbar", "Tile", "exact_gemm"]
 
 _EXACT_FLOAT64 = 2 ** 53
 _EXACT_FLOAT32 = 2 ** 24
-_MAX_LANES = 3
 _MIN_PACKED_PATCHES = 4096   # below this (e.g. dense layers) the packing costs more than it saves
 
 
@@ -101,9 +100,10 @@ class Tile:
 
 
 class Crossbar:
-    """Prepared arrays of one crossbar op."""
+    """Prepared arrays of one crossbar op; `lanes`: most images per float64 word in ideal-mode
+    convolutions (fewer when the outputs need more bits; 1 disables the packing)."""
 
-    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray], lanes: int = 3) -> None:
         attrs = op["attrs"]
         self.name, self.attrs = op["name"], attrs
         self.tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
@@ -125,7 +125,7 @@ class Crossbar:
         self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
         # Lanes: signed outputs |y| ≤ bound need S = bits(bound) + 1 bits each.
         self.lane_bits = bound.bit_length() + 1
-        self.lanes = min(_MAX_LANES, 53 // self.lane_bits) if self.dtype.kind == "f" else 1
+        self.lanes = max(1, min(int(lanes), 53 // self.lane_bits)) if self.dtype.kind == "f" else 1
         self.lane_weights = self.weights.astype(np.float64) if self.lanes > 1 else None
 
     def lead(self, x: np.ndarray) -> tuple[int, ...]:

@@ -55,6 +55,9 @@ class Interpreter:
         workers: batches run concurrently, each on one BLAS thread (default: the usable CPUs,
             at most 4); 1 runs them in order with numpy's own BLAS threading. Results and
             counters do not depend on it.
+        lanes: most images packed into one float64 per GEMM in ideal-mode convolutions (see
+            `tfxbar.export.crossbar`; fewer when a layer's outputs need more bits); 1 disables
+            the packing. Results do not depend on it.
 
     Example:
         >>> interpreter = Interpreter(load_program("mnist.xbar"))
@@ -64,7 +67,7 @@ class Interpreter:
     def __init__(self, program: Program, mode: str = "ideal", *, accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
                  conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, lanes: int = 3) -> None:
         if mode not in ("ideal", "hardware"):
             raise ValueError(f"mode must be 'ideal' or 'hardware', got {mode!r}")
         self.program, self.mode = program, mode
@@ -76,7 +79,9 @@ class Interpreter:
         self.conductances = conductances
         self.ops = program.ops
         self.arrays = [program.op_arrays(i) for i in range(len(self.ops))]
-        self.crossbars = {i: Crossbar(op, self.arrays[i]) for i, op in enumerate(self.ops)
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, got {lanes}")
+        self.crossbars = {i: Crossbar(op, self.arrays[i], lanes) for i, op in enumerate(self.ops)
                           if op["kind"] == "crossbar"}
         self.thresholds = {i: ThresholdTable(self.arrays[i]["thresholds"], self.arrays[i]["direction"],
                                              self._bounds(i - 1))
