@@ -174,4 +174,5 @@ class Crossbar:
             y -= lane * step
             np.subtract(lane, half, out=out[f], casting="same_kind")
         np.subtract(y, half, out=out[0], casting="same_kind")
-        return out.reshape(-1, y.shape[-1])[:len(out.reshape(-1, y.shape[-1])) // len(x) * n]
+        rows = out.reshape(-1, y.shape[-1])   # lane f = the f-th block of the batch; zero images last
+        return rows[:len(rows) // len(x) * n]
