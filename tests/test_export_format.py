@@ -83,6 +83,12 @@ def _mutations(program: Program) -> dict[str, tuple]:
         "bad option": ((lambda h, a: h["options"].__setitem__("accumulator_mode", "clamp")),
                        "accumulator_mode"),
         "bool as int": ((lambda h, a: h["ops"][thr]["attrs"].__setitem__("bits", True)), "bits"),
+        # The interpreter trusts acc_lo/acc_hi (it skips clipping inside them): a file whose
+        # offset or bounds disagree with its weights must not load (found by test_loader_fuzz).
+        "offset outside the bounds": ((lambda h, a: a[f"op{xbar}.offset_num"].__setitem__(0, 10 ** 6)),
+                                      f"op{xbar}.acc_hi"),
+        "bounds too narrow": ((lambda h, a: a[f"op{xbar}.acc_hi"].__setitem__(
+            0, a[f"op{xbar}.acc_lo"][0])), f"op{xbar}.acc_hi"),
     }
 
 
@@ -90,7 +96,7 @@ CASES = ["wrong version", "version as string", "wrong format name", "missing hea
          "extra header field", "extra op attr", "missing op attr", "unknown kind", "bad shape chain",
          "missing array", "extra array", "wrong dtype", "wrong shape", "code out of range",
          "row map out of range", "duplicate tile rows", "non-monotone thresholds", "bad direction",
-         "negative scale", "bad option", "bool as int"]
+         "negative scale", "bad option", "bool as int", "offset outside the bounds", "bounds too narrow"]
 
 
 @pytest.mark.parametrize("case", CASES)

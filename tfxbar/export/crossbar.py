@@ -18,7 +18,7 @@ import numpy as np
 
 from tfxbar.export.kernels import im2col
 
-__all__ = ["Crossbar", "Tile", "exact_gemm"]
+__all__ = ["Crossbar", "Tile", "exact_gemm", "weight_matrix"]
 
 _EXACT_FLOAT64 = 2 ** 53
 _EXACT_FLOAT32 = 2 ** 24
@@ -38,6 +38,19 @@ def exact_gemm(x: np.ndarray, w: np.ndarray, exact_float: bool) -> np.ndarray:
     if exact_float:
         return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
     return x.astype(np.int64) @ w.astype(np.int64)
+
+
+def weight_matrix(attrs: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str = "") -> np.ndarray:
+    """The integer weights (K, N) a crossbar op's tiles encode: Σ polarity · Σ slice cells ·
+    2^(slice_bits·s), shifted by offset_shift, minus offset_num (docs/format.md)."""
+    weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
+    for t in range(len(attrs["tiles"])):
+        cells = arrays[f"{prefix}tile{t}.cells"]
+        block = sum(sign * sum(cells[p, s].astype(np.int64) << (attrs["slice_bits"] * s)
+                               for s in range(attrs["slices"]))
+                    for p, sign in enumerate(attrs["polarities"]))
+        weights[np.ix_(arrays[f"{prefix}tile{t}.rows"], arrays[f"{prefix}tile{t}.cols"])] += block
+    return (weights << attrs["offset_shift"]) - arrays[f"{prefix}offset_num"][None, :]
 
 
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
@@ -109,14 +122,7 @@ class Crossbar:
         self.tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
         self.offset = arrays["offset_num"]
         self.shift = attrs["offset_shift"]
-        weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
-        for tile in self.tiles:
-            cells = tile.cells
-            block = sum(sign * sum(cells[p, s].astype(np.int64) << (attrs["slice_bits"] * s)
-                                   for s in range(attrs["slices"]))
-                        for p, sign in enumerate(attrs["polarities"]))
-            weights[np.ix_(tile.rows, tile.cols)] += block
-        self.weights = (weights << self.shift) - self.offset[None, :]
+        self.weights = weight_matrix(attrs, arrays)
         bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
         # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
         # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
