@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--hardware-limit", type=int, default=1000, help="test images for hardware mode")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=250, help="TFLite batch")
-    parser.add_argument("--tfxbar-batch", type=int, default=48,
-                        help="tfxbar batch (the interpreter's default; smaller patch matrices stay in cache)")
+    parser.add_argument("--tfxbar-batch", type=int, default=96,
+                        help="tfxbar batch (the interpreter's default)")
     parser.add_argument("--train-steps", type=int, default=100)
     args = parser.parse_args()
 

@@ -312,6 +312,74 @@ def test_threshold_table_without_clipping_inside_known_bounds() -> None:
     np.testing.assert_array_equal(table(x.astype(np.float32), in_bounds=True), expected)
 
 
+def test_field_codes_equal_the_threshold_table() -> None:
+    """The table a packed convolution looks its threshold up in gives, for every value of every
+    channel's static range, the code of the plain threshold op (both directions)."""
+    from tfxbar.export.kernels import ThresholdTable
+
+    channels = 7
+    t = np.sort(RNG.integers(-300, 300, (channels, 7)), axis=1)
+    direction = np.where(np.arange(channels) % 2 == 0, 1, -1).astype(np.int8)
+    stored = np.where(direction[:, None] > 0, t, t[:, ::-1])
+    lo, hi = RNG.integers(-400, 0, channels), RNG.integers(0, 400, channels)
+    lo[0], hi[0] = 0, 0   # a channel whose range is a single value
+    table = ThresholdTable(stored, direction)
+    codes = table.field_codes(lo, hi)
+    assert codes.table.dtype == np.uint8
+    for c in range(channels):
+        values = np.arange(lo[c], hi[c] + 1)
+        x = np.zeros((len(values), channels), np.int64)
+        x[:, c] = values
+        np.testing.assert_array_equal(codes.table[codes.base[c] + values - lo[c]], table(x)[:, c])
+    assert len(np.unique(codes.table)) == 8
+    ThresholdTable.MAX_TABLE = int((hi - lo + 1).sum()) - 1
+    try:
+        assert ThresholdTable(stored, direction).field_codes(lo, hi) is None
+    finally:
+        ThresholdTable.MAX_TABLE = 1 << 21
+
+
+@pytest.mark.parametrize("mode", ["ideal", "hardware"])
+def test_thresholds_fused_into_packed_convolutions_equal_the_separate_ops(models, mode: str,
+                                                                          monkeypatch) -> None:
+    """Every convolution + threshold pair runs fused (codes straight from the lane fields), here
+    with half the channels of every threshold turned to direction −1 and min-pooling after some:
+    the outputs and tapped codes equal the unfused ops and the unpacked interpreter."""
+    import copy
+
+    from tfxbar.export import crossbar
+
+    monkeypatch.setattr(crossbar, "_MIN_PACKED_PATCHES", 0)   # small toy images: pack them all
+    program = _convert(models["w4a3"])
+    header, arrays = copy.deepcopy(program.header), dict(program.arrays)
+    for i, op in enumerate(header["ops"]):
+        if op["kind"] == "threshold":
+            flip = np.arange(len(arrays[f"op{i}.direction"])) % 2 == 1
+            arrays[f"op{i}.thresholds"] = np.where(flip[:, None], -arrays[f"op{i}.thresholds"],
+                                                   arrays[f"op{i}.thresholds"])
+            arrays[f"op{i}.direction"] = np.where(flip, -1, 1).astype(np.int8)
+        elif op["kind"] == "max_pool":
+            pooling = np.where(np.arange(len(arrays[f"op{i}.mode"])) % 4 < 2, 1, -1)
+            arrays[f"op{i}.mode"] = pooling.astype(np.int8)
+    edited = tfxbar.Program(header, arrays)
+    codes, _ = pixel_codes(23)
+    fused = tfxbar.Interpreter(edited, mode, workers=1)
+    convs = [i for i, x in fused.crossbars.items() if x.attrs["layer_type"] == "Conv2D"]
+    assert convs and all(fused.field_codes.get(i + 1) is not None for i in convs)
+    calls = []
+    original = tfxbar.Interpreter._fusable
+    monkeypatch.setattr(tfxbar.Interpreter, "_fusable",
+                        lambda self, i, x: calls.append(i) or original(self, i, x))
+    out, taps = fused.run(codes, batch_size=9, taps=True)
+    assert set(convs) <= set(calls)
+    monkeypatch.setattr(tfxbar.Interpreter, "_fusable", lambda self, i, x: False)
+    for other in (tfxbar.Interpreter(edited, mode, workers=1), tfxbar.Interpreter(edited, mode, lanes=1)):
+        ref, ref_taps = other.run(codes, batch_size=9, taps=True)
+        np.testing.assert_array_equal(out, ref)
+        assert taps.keys() == ref_taps.keys()
+        assert all(np.array_equal(taps[key], ref_taps[key]) for key in ref_taps)
+
+
 @pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 0, 0, 1]])
 def test_max_pool_commutes_with_thresholds(pads: list[int]) -> None:
     """max(f(x)) = f(max x) for a non-decreasing f (min for non-increasing): the interpreter

@@ -99,23 +99,6 @@ def _replay(seen: ObservedBounds, attrs: dict, arrays: dict[str, np.ndarray], pa
     seen.patches += len(patches)
 
 
-class _Recorder(Interpreter):
-    """An ideal-mode interpreter that replays every crossbar's patches through `_replay`."""
-
-    def __init__(self, program: Program) -> None:
-        # One worker: `_replay` updates the shared running extremes in place (not thread-safe).
-        super().__init__(program, "ideal", workers=1)
-        self.seen = {i: _empty(i, op["name"], op["attrs"], self.arrays[i])
-                     for i, op in enumerate(self.ops) if op["kind"] == "crossbar"}
-
-    def _crossbar(self, index: int, x: np.ndarray) -> np.ndarray:
-        xbar = self.crossbars[index]
-        patches = xbar.patches(x)[0]
-        if len(patches):
-            _replay(self.seen[index], xbar.attrs, self.arrays[index], patches)
-        return super()._crossbar(index, x)
-
-
 def observe(program: Program, x: np.ndarray, batch_size: int = 256) -> dict[int, ObservedBounds]:
     """Extremes of every crossbar's ADC partial sums and accumulators on inputs `x`.
 
@@ -130,6 +113,16 @@ def observe(program: Program, x: np.ndarray, batch_size: int = 256) -> dict[int,
     Raises:
         ValueError: `x` has the wrong shape, dtype or range for the program.
     """
-    recorder = _Recorder(program)
-    recorder.run(x, batch_size=batch_size)
-    return recorder.seen
+    interpreter = Interpreter(program, "ideal")
+    seen = {i: _empty(i, op["name"], op["attrs"], interpreter.arrays[i])
+            for i, op in enumerate(interpreter.ops) if op["kind"] == "crossbar"}
+
+    def replay(index: int, patches: np.ndarray) -> None:
+        # The interpreter calls its hook from one thread, in batch order: the in-place updates
+        # of the running extremes need no lock.
+        if len(patches):
+            _replay(seen[index], interpreter.ops[index]["attrs"], interpreter.arrays[index], patches)
+
+    interpreter.crossbar_hook = replay
+    interpreter.run(x, batch_size=batch_size)
+    return seen

@@ -3,26 +3,32 @@
 (hardware mode). Integers travel as float32/float64 wherever every partial sum is provably
 exact in that dtype, so the GEMMs run on BLAS.
 
-Lane packing (ideal mode, convolutions): when every output of a crossbar fits in S bits, F
-images of the batch ride in one float64 as x₀ + 2^S·x₁ + 2^2S·x₂ (F·S ≤ 53). The GEMM is linear,
-so it returns y₀ + 2^S·y₁ + 2^2S·y₂, every partial sum an integer below 2^53 (exact), and the F
-results are cut apart again with exact power-of-two arithmetic. One float64 multiply then does F
-useful multiply-adds: F/2 times the float32 rate on AVX2, and im2col copies 2/F of the bytes.
+Lane packing (ideal mode, convolutions): output c of an image lies in [lo_c, hi_c], so y − lo_c
+fits in S unsigned bits. F images of the batch ride in one float64 as x₀ + 2^S·x₁ + 2^2S·x₂ + …
+The GEMM is linear, so it returns y₀ + 2^S·y₁ + …, every partial sum an integer below 2^53
+(exact; `Crossbar._fit_lanes` proves it for the F chosen). Adding Σ_f 2^(S·f)·(−lo_c) makes
+every lane an unsigned S-bit field, and integer shifts and masks cut them apart. One float64
+multiply does F useful multiply-adds (F/2 times the float32 rate on AVX2), and im2col copies 2/F
+of the bytes. A threshold right after the convolution is looked up straight from the fields
+(`tfxbar.export.kernels.FieldCodes`). The work runs in blocks of patch rows held in
+per-thread buffers that are reused from batch to batch.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
-from tfxbar.export.kernels import im2col
+from tfxbar.export.kernels import FieldCodes, im2col, patch_view
 
-__all__ = ["Crossbar", "Tile", "exact_gemm", "weight_matrix"]
+__all__ = ["Crossbar", "Tile", "exact_gemm", "release_scratch", "weight_matrix"]
 
 _EXACT_FLOAT64 = 2 ** 53
 _EXACT_FLOAT32 = 2 ** 24
 _MIN_PACKED_PATCHES = 4096   # below this (e.g. dense layers) the packing costs more than it saves
+_BLOCK_ROWS = 3072           # patch rows per packed GEMM block (fewer, longer numpy calls hold the GIL less)
 
 
 def _exact_dtype(bound: int) -> np.dtype:
@@ -116,7 +122,7 @@ class Crossbar:
     """Prepared arrays of one crossbar op; `lanes`: most images per float64 word in ideal-mode
     convolutions (fewer when the outputs need more bits; 1 disables the packing)."""
 
-    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray], lanes: int = 3) -> None:
+    def __init__(self, op: dict[str, Any], arrays: dict[str, np.ndarray], lanes: int = 4) -> None:
         attrs = op["attrs"]
         self.name, self.attrs = op["name"], attrs
         self.tiles = [Tile(t, arrays, attrs) for t in range(len(attrs["tiles"]))]
@@ -129,10 +135,25 @@ class Crossbar:
         self.dtype = _exact_dtype(bound)
         self.gemm_weights = self.weights.astype(self.dtype)
         self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
-        # Lanes: signed outputs |y| ≤ bound need S = bits(bound) + 1 bits each.
-        self.lane_bits = bound.bit_length() + 1
-        self.lanes = max(1, min(int(lanes), 53 // self.lane_bits)) if self.dtype.kind == "f" else 1
+        # Lanes (module docstring): [lo_c, hi_c] bounds output c for input codes in [0, input_max].
+        negative, positive = np.minimum(self.weights, 0).sum(axis=0), np.maximum(self.weights, 0).sum(axis=0)
+        self.lo = negative * attrs["input_max"]
+        self.hi = positive * attrs["input_max"]
+        self.lane_bits = max(1, int((self.hi - self.lo).max(initial=0)).bit_length())
+        self.lanes = self._fit_lanes(int(lanes)) if self.dtype.kind == "f" else 1
         self.lane_weights = self.weights.astype(np.float64) if self.lanes > 1 else None
+
+    def _fit_lanes(self, most: int) -> int:
+        """Most lanes F ≤ `most` for which every packed partial sum is an exact float64 integer:
+        each lane's partial sums lie in [lo, hi], so |Σ_f 2^(S·f)·partial_f| ≤ m·Σ_f 2^(S·f) with
+        m = max(|lo|, |hi|, input_max) (the packed inputs obey the same bound) must stay below 2^53."""
+        m = max(int(-self.lo.min(initial=0)), int(self.hi.max(initial=0)), self.attrs["input_max"])
+        s, lanes = self.lane_bits, 1
+        # The biased words (every field in [0, 2^S)) stay below 2^(S·F) ≤ 2^53 as well.
+        while (lanes < most and s * (lanes + 1) <= 53
+               and m * sum(1 << (s * f) for f in range(lanes + 1)) < _EXACT_FLOAT64):
+            lanes += 1
+        return lanes
 
     def lead(self, x: np.ndarray) -> tuple[int, ...]:
         """Leading (per-patch) shape of the output for input `x`."""
@@ -149,36 +170,96 @@ class Crossbar:
         p = im2col(x, self.attrs["kernel"], self.attrs["strides"], self.attrs["pads"])
         return p.reshape(-1, p.shape[-1]), p.shape[:-1]
 
-    def ideal(self, x: np.ndarray) -> np.ndarray:
-        """Exact X·W for every patch, (patches, N) in `self.dtype` (exact integers)."""
-        lanes = self.lanes
-        if lanes > 1 and int(np.prod(self.lead(x))) >= _MIN_PACKED_PATCHES:
-            return self._packed(x, lanes)
+    def packs(self, x: np.ndarray) -> bool:
+        """Whether `ideal(x)` packs images into lanes (convolutions with enough patches)."""
+        return (self.lanes > 1 and self.attrs["layer_type"] == "Conv2D"
+                and int(np.prod(self.lead(x))) >= _MIN_PACKED_PATCHES)
+
+    def ideal(self, x: np.ndarray, codes: FieldCodes | None = None) -> np.ndarray:
+        """Exact X·W for every patch, (patches, N) in `self.dtype` (exact integers); with `codes`
+        (only when `packs(x)`), the following threshold's codes instead (uint8/uint16)."""
+        if self.packs(x):
+            return self._packed(x, self.lanes, codes)
+        if codes is not None:
+            raise ValueError("threshold codes are fused only into packed convolutions")
         return self.patches(x, self.dtype)[0] @ self.gemm_weights
 
-    def _packed(self, x: np.ndarray, lanes: int) -> np.ndarray:
-        """`ideal` with `lanes` images per float64 (module docstring). Every step is exact: codes
-        and lane sums are integers below 2^53, and the scalings are powers of two."""
+    def _packed(self, x: np.ndarray, lanes: int, codes: FieldCodes | None) -> np.ndarray:
+        """`ideal` with `lanes` images per float64 (module docstring), in blocks of patch rows
+        that stay in cache from im2col through the GEMM to the unpacking (and the threshold).
+        Every step is exact: codes and lane sums are integers below 2^53, and the scalings are
+        powers of two."""
         s, n = self.lane_bits, len(x)
         if n % lanes:   # zero images fill the last lane; their rows are dropped below
             x = np.concatenate([x, np.zeros((lanes - n % lanes, *x.shape[1:]), x.dtype)])
         groups = x.reshape(lanes, len(x) // lanes, *x.shape[1:])
-        packed = groups[0].astype(np.float64)
-        for f in range(1, lanes):
-            packed += groups[f] * float(2 ** (s * f))
-        y = self.patches(packed, np.float64)[0] @ self.lane_weights
-        # Bias every lane into [0, 2^S) so the lanes separate without borrows, then peel them
-        # from the top: lane f = floor(z / 2^(S·f)), z −= lane·2^(S·f).
-        half = float(2 ** (s - 1))
-        y += half * sum(float(2 ** (s * f)) for f in range(lanes))
-        out = np.empty((lanes, *y.shape), self.dtype)
-        lane = np.empty_like(y)
-        for f in range(lanes - 1, 0, -1):
-            step = float(2 ** (s * f))
-            np.multiply(y, 1.0 / step, out=lane)
-            np.floor(lane, out=lane)
-            y -= lane * step
-            np.subtract(lane, half, out=out[f], casting="same_kind")
-        np.subtract(y, half, out=out[0], casting="same_kind")
-        rows = out.reshape(-1, y.shape[-1])   # lane f = the f-th block of the batch; zero images last
-        return rows[:len(rows) // len(x) * n]
+        view = patch_view(self._pack(groups), self.attrs["kernel"], self.attrs["strides"], (0, 0, 0, 0))
+        b, ho, wo = view.shape[:3]
+        k, cols = self.lane_weights.shape
+        out = np.empty((lanes, b * ho * wo, cols), self.dtype if codes is None else codes.table.dtype)
+        # Bias every lane by −lo to an unsigned S-bit field; cut the fields apart with shifts and
+        # masks; a field plus its channel's base indexes the code table.
+        bias = -self.lo.astype(np.float64) * sum(float(2 ** (s * f)) for f in range(lanes))
+        offset, mask = (self.lo if codes is None else codes.base).astype(np.int64), (1 << s) - 1
+        rows = max(1, _BLOCK_ROWS // wo)                                  # output rows per block
+        per = max(1, _BLOCK_ROWS // (ho * wo)) if rows >= ho else 1      # whole images per block
+        size = max(per * ho, rows) * wo
+        scratch = _scratch("patches", size * k, np.float64)
+        acc = _scratch("acc", size * cols, np.float64)
+        biased, field = _scratch("biased", size * cols, np.int64), _scratch("field", size * cols, np.int64)
+        start = 0
+        for i in range(0, b, per):
+            for r in range(0, ho, rows if per == 1 else ho):
+                block = view[i:i + per, r:r + rows] if per == 1 else view[i:i + per]
+                m = block.shape[0] * block.shape[1] * wo
+                patches = scratch[:m * k]
+                np.copyto(patches.reshape(block.shape), block)
+                y, z, lane = acc[:m * cols].reshape(m, cols), biased[:m * cols].reshape(m, cols), \
+                    field[:m * cols].reshape(m, cols)
+                np.matmul(patches.reshape(m, k), self.lane_weights, out=y)
+                np.add(y, bias, out=z, casting="unsafe")        # exact integers below 2^53
+                for f in range(lanes):
+                    v = z if f == 0 else np.right_shift(z, s * f, out=lane)
+                    if f < lanes - 1:
+                        v = np.bitwise_and(v, mask, out=lane)
+                    if codes is None:
+                        np.add(v, offset, out=out[f, start:start + m], casting="unsafe")
+                    else:
+                        np.add(v, offset, out=lane)
+                        np.take(codes.table, lane, out=out[f, start:start + m], mode="clip")
+                start += m
+        rows_out = out.reshape(-1, cols)   # lane f = the f-th block of the batch; zero images last
+        return rows_out[:len(rows_out) // len(x) * n]
+
+    def _pack(self, groups: np.ndarray) -> np.ndarray:
+        """The lane words Σ_f 2^(S·f)·groups[f] of a (lanes, B, H, W, C) batch, zero padded for
+        the convolution, in a reused buffer; Horner's scheme keeps every step an exact integer."""
+        (pt, pb, pl, pr), (lanes, b, h, w, c) = self.attrs["pads"], groups.shape
+        shape = (b, h + pt + pb, w + pl + pr, c)
+        words = _scratch("words", int(np.prod(shape)), np.float64)[:int(np.prod(shape))].reshape(shape)
+        for border in (words[:, :pt], words[:, pt + h:], words[:, :, :pl], words[:, :, pl + w:]):
+            border.fill(0)   # the buffer is shared by batches of other sizes
+        inner = words[:, pt:pt + h, pl:pl + w]
+        np.copyto(inner, groups[-1], casting="unsafe")
+        for f in range(lanes - 2, -1, -1):
+            inner *= float(2 ** self.lane_bits)
+            inner += groups[f]
+        return words
+
+
+_local = threading.local()
+
+
+def _scratch(key: str, size: int, dtype: Any) -> np.ndarray:
+    """A flat per-thread buffer of at least `size` elements, kept until `release_scratch`:
+    reusing it avoids the first-touch page faults of fresh multi-megabyte arrays every batch."""
+    buffers = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get((key, np.dtype(dtype)))
+    if buffer is None or buffer.size < size:
+        buffer = buffers[(key, np.dtype(dtype))] = np.empty(size, dtype)
+    return buffer
+
+
+def release_scratch() -> None:
+    """Free this thread's buffers (`Interpreter.run` calls it when a run ends)."""
+    _local.__dict__.pop("buffers", None)

@@ -12,10 +12,11 @@ Modes:
 
 Speed without giving up exactness (docs/benchmarks.md): integers travel as float32/float64
 wherever every partial sum is provably exact there, so each crossbar (ideal) or tile (hardware)
-is one BLAS GEMM (`tfxbar.export.crossbar`), with up to three images per float64 lane word in the
-ideal convolutions; thresholds are one table lookup, after a following
-max-pool; provably overflow-free accumulations are summed at once; batches run on worker
-threads with single-threaded BLAS (`tfxbar.export.blas`).
+is one BLAS GEMM (`tfxbar.export.crossbar`), with up to four images per float64 lane word in the
+ideal convolutions and the following threshold looked up straight from the lane fields; other
+thresholds are one table lookup, after a following max-pool; provably overflow-free
+accumulations are summed at once; batches run on worker threads with single-threaded BLAS
+(`tfxbar.export.blas`).
 
 A device instance (e.g. from tfxbar.variation) can be applied in hardware mode through
 `conductances`: a callable ``(layer_name, tile_index, cells) -> float array`` of the same
@@ -36,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from tfxbar.export.blas import default_workers, single_threaded_blas
-from tfxbar.export.crossbar import Crossbar, Tile, exact_gemm
+from tfxbar.export.crossbar import Crossbar, Tile, release_scratch
 from tfxbar.export.format import Program
-from tfxbar.export.kernels import ThresholdTable, max_pool, sum_pool
+from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, sum_pool
 
 __all__ = ["Interpreter"]
 
@@ -57,7 +58,8 @@ class Interpreter:
             counters do not depend on it.
         lanes: most images packed into one float64 per GEMM in ideal-mode convolutions (see
             `tfxbar.export.crossbar`; fewer when a layer's outputs need more bits); 1 disables
-            the packing. Results do not depend on it.
+            the packing, and with it the thresholds fused into the unpacking. Results do not
+            depend on it.
 
     Example:
         >>> interpreter = Interpreter(load_program("mnist.xbar"))
@@ -67,7 +69,7 @@ class Interpreter:
     def __init__(self, program: Program, mode: str = "ideal", *, accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
                  conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
-                 workers: int | None = None, lanes: int = 3) -> None:
+                 workers: int | None = None, lanes: int = 4) -> None:
         if mode not in ("ideal", "hardware"):
             raise ValueError(f"mode must be 'ideal' or 'hardware', got {mode!r}")
         self.program, self.mode = program, mode
@@ -86,6 +88,10 @@ class Interpreter:
         self.thresholds = {i: ThresholdTable(self.arrays[i]["thresholds"], self.arrays[i]["direction"],
                                              self._bounds(i - 1))
                            for i, op in enumerate(self.ops) if op["kind"] == "threshold"}
+        # Threshold ops right after a crossbar, as tables over the crossbar's biased lane fields.
+        packed = {i + 1: xbar for i, xbar in self.crossbars.items() if xbar.lanes > 1}
+        self.field_codes = {i: self.thresholds[i].field_codes(packed[i].lo, packed[i].hi)
+                            for i in self.thresholds if i in packed}
         # Per crossbar: can no accumulator step overflow (then the order of additions is free)?
         self.no_overflow = {i: self._cannot_overflow(xbar) for i, xbar in self.crossbars.items()}
         self.stats: dict[str, dict[str, int]] = {}
@@ -97,14 +103,14 @@ class Interpreter:
         self._local = threading.local()   # per-thread counters of the batch being run
 
     # -- public ----------------------------------------------------------------------------
-    def run(self, x: np.ndarray, batch_size: int = 48, taps: bool = False) -> Any:
+    def run(self, x: np.ndarray, batch_size: int = 96, taps: bool = False) -> Any:
         """Outputs (float64) for integer input codes `x` of shape ``(N, *input.shape)``.
 
         Arguments:
             x: integer codes (e.g. uint8 pixels) in [0, 2^input.bits − 1].
-            batch_size: examples per internal batch (bounds memory of im2col; 24–48 keeps the
-                patch matrices near cache size and was fastest, docs/benchmarks.md; a multiple
-                of 3 fills every lane of a packed convolution).
+            batch_size: examples per internal batch (bounds memory; 96–144 was fastest,
+                docs/benchmarks.md; a multiple of 12 fills every lane of a packed convolution
+                with 3 or 4 lanes).
             taps: also return ``{keras_layer: int64 codes}`` for every op with a tap.
 
         Raises:
@@ -137,9 +143,12 @@ class Interpreter:
         if self.workers > 1 and len(starts) > 1 and self.crossbar_hook is None:
             self._prepare_devices()   # drawn once, here, not raced for by the workers
             with single_threaded_blas(), ThreadPoolExecutor(self.workers) as pool:
-                results = list(pool.map(one, starts))
+                results = list(pool.map(one, starts))   # the workers' buffers go with their threads
         else:
-            results = map(one, starts)
+            try:
+                results = [one(start) for start in starts]
+            finally:
+                release_scratch()
         for out, found, stats in results:   # in batch order: counters add up in any order
             outputs.append(out)
             for key, value in found.items():
@@ -155,39 +164,9 @@ class Interpreter:
 
     __call__ = run
 
-    def predict(self, x: np.ndarray, batch_size: int = 48) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch_size: int = 96) -> np.ndarray:
         """Top-1 class indices."""
         return np.argmax(self.run(x, batch_size), axis=-1)
-
-    def partial_sum_peaks(self, x: np.ndarray, batch_size: int = 256) -> dict[int, list[tuple]]:
-        """Largest partial sum of every tile column over one DAC cycle, on inputs `x` (ideal run).
-
-        Returns:
-            ``{op_index: [(peaks (polarity, slice, cols), reference_peak or None) per tile]}``,
-            what ``adc_range="calibrated"`` sizes the ADC steps from.
-        """
-        self._peaks: dict[int, list[list]] = {}
-        try:
-            for start in range(0, len(x), batch_size):
-                self._run_batch(np.asarray(x[start:start + batch_size]).astype(np.int64))
-            return {i: [tuple(t) for t in tiles] for i, tiles in self._peaks.items()}
-        finally:
-            del self._peaks
-
-    def _observe(self, index: int, xbar: Crossbar, patches: np.ndarray) -> None:
-        dac = xbar.attrs["dac_bits"]
-        tiles = self._peaks.setdefault(index, [[np.zeros(t.adc_shift.shape, np.int64), None]
-                                               for t in xbar.tiles])
-        for t, tile in enumerate(xbar.tiles):
-            cells, rows, ref_shift = tile.cells, tile.rows, tile.ref_shift
-            for j in range(xbar.attrs["dac_cycles"]):
-                plane = (patches[:, rows] >> (dac * j)) & ((1 << dac) - 1)
-                for p in range(cells.shape[0]):
-                    for s in range(cells.shape[1]):
-                        peak = exact_gemm(plane, cells[p, s], True).max(axis=0, initial=0)
-                        tiles[t][0][p, s] = np.maximum(tiles[t][0][p, s], peak)
-                if ref_shift is not None:
-                    tiles[t][1] = max(tiles[t][1] or 0, int(plane.sum(axis=1).max(initial=0)))
 
     def _bounds(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Static range of op `i`'s exact output: a crossbar's accumulator bounds (docs/format.md)."""
@@ -208,9 +187,11 @@ class Interpreter:
         while i < len(self.ops):
             op = self.ops[i]
             kind, attrs, arrays = op["kind"], op["attrs"], self.arrays[i]
-            if kind == "crossbar" and hasattr(self, "_peaks"):
-                self._observe(i, self.crossbars[i], self.crossbars[i].patches(x)[0])
-            if kind == "crossbar":
+            if kind == "crossbar" and self._fusable(i, x):
+                # Threshold fused into the packed convolution's unpacking: codes come out directly.
+                x = self._crossbar(i, x, self.field_codes[i + 1])
+                i, op = i + 1, self.ops[i + 1]
+            elif kind == "crossbar":
                 x = self._crossbar(i, x)
                 exact = self.mode == "ideal" or self._hardware_is_ideal(i)
             elif kind == "threshold" and self._pool_first(i):
@@ -237,22 +218,27 @@ class Interpreter:
             i += 1
         return x, found
 
+    def _fusable(self, i: int, x: np.ndarray) -> bool:
+        """Whether crossbar op `i` and the threshold after it run fused (its sums unseen)."""
+        return (self.field_codes.get(i + 1) is not None and self.ops[i]["tap"] is None
+                and (self.mode == "ideal" or self._hardware_is_ideal(i)) and self.crossbars[i].packs(x))
+
     def _pool_first(self, i: int) -> bool:
         """Whether threshold op `i` may be swapped with a following max-pool (its own output unseen)."""
         return (i + 1 < len(self.ops) and self.ops[i + 1]["kind"] == "max_pool"
                 and self.ops[i]["tap"] is None)
 
-    def _crossbar(self, index: int, x: np.ndarray) -> np.ndarray:
+    def _crossbar(self, index: int, x: np.ndarray, codes: FieldCodes | None = None) -> np.ndarray:
         xbar = self.crossbars[index]
         if self.crossbar_hook is not None:
             self.crossbar_hook(index, xbar.patches(x)[0])
         lead = xbar.lead(x)
         if self.mode == "ideal":
-            acc = xbar.ideal(x)
+            acc = xbar.ideal(x, codes)
         elif self._hardware_is_ideal(index):
             # Lossless ADCs on every column and no possible overflow: the hardware result is
             # the ideal one exactly, and the counters are known without modelling anything.
-            acc = xbar.ideal(x)
+            acc = xbar.ideal(x, codes)
             counters = self._counters(xbar.name)
             counters["adc_conversions"] += int(np.prod(lead)) * sum(t.conversions for t in xbar.tiles)
         else:

@@ -7,10 +7,12 @@ conversions) and return the same dtype unless noted; all results are exact integ
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["ThresholdTable", "apply_thresholds", "im2col", "max_pool", "sum_pool"]
+__all__ = ["FieldCodes", "ThresholdTable", "apply_thresholds", "im2col", "max_pool", "patch_view", "sum_pool"]
 
 # Largest magnitude below which every integer is exact in a float dtype.
 EXACT = {np.dtype(np.float32): 2 ** 24, np.dtype(np.float64): 2 ** 53}
@@ -25,13 +27,9 @@ def _offsets(size: list[int] | tuple[int, int], strides: list[int] | tuple[int, 
             for i in range(size[0]) for j in range(size[1])]
 
 
-def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
-    """Patches ``(B, Ho, Wo, kh·kw·C)`` of an NHWC array, rows ordered (kh, kw, C) like a
-    Keras kernel reshaped to (kh·kw·C, filters); zero padding (code 0 is the real value 0).
-
-    Contiguous copy of a (B, Ho, Wo, kh, kw, C) strided view: in NHWC the (kw, C) block of a
-    window is one contiguous run of the input, so numpy copies long runs (≈ 5× faster than
-    the (C, kh, kw) order of `sliding_window_view`)."""
+def patch_view(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
+    """Read-only strided view ``(B, Ho, Wo, kh, kw, C)`` of every window of an NHWC array, after
+    zero padding (code 0 is the real value 0); no patch is copied."""
     pt, pb, pl, pr = pads
     if any(pads):
         x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
@@ -39,8 +37,19 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     kh, kw = kernel
     ho, wo = (h - kh) // strides[0] + 1, (w - kw) // strides[1] + 1
     sb, sh, sw, sc = x.strides
-    view = as_strided(x, (b, ho, wo, kh, kw, c), (sb, sh * strides[0], sw * strides[1], sh, sw, sc),
+    return as_strided(x, (b, ho, wo, kh, kw, c), (sb, sh * strides[0], sw * strides[1], sh, sw, sc),
                       writeable=False)
+
+
+def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
+    """Patches ``(B, Ho, Wo, kh·kw·C)`` of an NHWC array, rows ordered (kh, kw, C) like a
+    Keras kernel reshaped to (kh·kw·C, filters); zero padding (code 0 is the real value 0).
+
+    Contiguous copy of `patch_view`: in NHWC the (kw, C) block of a window is one contiguous
+    run of the input, so numpy copies long runs (≈ 5× faster than the (C, kh, kw) order of
+    `sliding_window_view`)."""
+    view = patch_view(x, kernel, strides, pads)
+    b, ho, wo, kh, kw, c = view.shape
     return np.ascontiguousarray(view).reshape(b, ho, wo, kh * kw * c)
 
 
@@ -76,6 +85,14 @@ def sum_pool(x: np.ndarray, pool: list[int] | None, strides: list[int] | None) -
     for _, _, rows, cols in _offsets(pool, strides, (ho, wo)):
         out = x[:, rows, cols].astype(np.int64) if out is None else np.add(out, x[:, rows, cols], out=out)
     return out
+
+
+class FieldCodes(NamedTuple):
+    """Threshold codes indexed by biased accumulator values: the code of value lo_c + v of
+    channel c is ``table[base[c] + v]`` for 0 ≤ v ≤ hi_c − lo_c (`ThresholdTable.field_codes`)."""
+
+    table: np.ndarray   # uint8 (or uint16 for more than 255 levels)
+    base: np.ndarray    # int64, per channel
 
 
 class ThresholdTable:
@@ -120,6 +137,19 @@ class ThresholdTable:
         self.table = np.concatenate([np.searchsorted(self.t[c], np.arange(lo[c], hi[c] + 1), side="right")
                                      for c in range(channels)]).astype(np.float32)
         self.shift = self.base - lo
+
+    def field_codes(self, lo: np.ndarray, hi: np.ndarray) -> FieldCodes | None:
+        """Every channel's codes over its whole static range [lo_c, hi_c] as one small-integer
+        table (what a packed convolution looks its threshold up in), or None when that table
+        would exceed `MAX_TABLE` entries or the codes 16 bits."""
+        sizes = (hi - lo + 1).astype(np.int64)
+        if int(sizes.sum()) > self.MAX_TABLE or self.levels >= 1 << 16:
+            return None
+        dtype = np.uint8 if self.levels < 256 else np.uint16
+        table = np.concatenate([np.searchsorted(self.t[c], self.negate[c] * np.arange(lo[c], hi[c] + 1),
+                                                side="right") for c in range(len(sizes))] or [[]])
+        base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        return FieldCodes(table.astype(dtype), base)
 
     def __call__(self, x: np.ndarray, in_bounds: bool = False) -> np.ndarray:
         """Codes (float32, exact) for integer-valued `x` whose last axis is the channel;
