@@ -9,13 +9,15 @@
   path; a third row therefore exports the same model with a 1-bit DAC and 6-bit calibrated ADCs
   ("hardware, modelled"), where every DAC cycle, ADC conversion and accumulator step is modelled.
   A row "ideal, lanes=1" runs the ideal mode without packing images into float64 lanes.
+- Per core: "tfxbar ideal, 1 worker" (numpy's BLAS on one thread) against "TFLite int8,
+  1 thread"; their ratio is printed against each other.
 - TFLite: the same float CNN quantized with tfmot's default 8-bit QAT
   (`tfmot.quantization.keras.quantize_model`), converted with `tf.lite.TFLiteConverter`
   (``optimizations=[tf.lite.Optimize.DEFAULT]``), run by `tf.lite.Interpreter` (batched with
   `resize_tensor_input`; 2 threads).
 
 Measurements are interleaved over `--rounds` in an order rotated every round, so that each
-variant takes each position once in 5 rounds (a fixed order favoured one variant by ≈ 10 %), and
+variant takes each position once in 7 rounds (a fixed order favoured one variant by ≈ 10 %), and
 the median images/s of each is reported with the ratios to TFLite, with the load average
 (the machine is shared). Then the export time
 (`CrossbarConverter.convert`) for several widths of the CNN.
@@ -36,13 +38,18 @@ import tf_keras as keras
 
 import tfxbar
 from tfxbar import datasets
+from tfxbar.export.blas import single_threaded_blas
 
 
-def _tflite(float_model: keras.Model, batch: int) -> tf.lite.Interpreter:
+def _tflite_model(float_model: keras.Model) -> bytes:
     qat = tfmot.quantization.keras.quantize_model(float_model)
     converter = tf.lite.TFLiteConverter.from_keras_model(qat)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    interpreter = tf.lite.Interpreter(model_content=converter.convert(), num_threads=2)
+    return converter.convert()
+
+
+def _tflite(content: bytes, batch: int, threads: int) -> tf.lite.Interpreter:
+    interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
     index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(index, [batch, 28, 28, 1])
     interpreter.allocate_tensors()
@@ -59,6 +66,11 @@ def _run_tflite(interpreter: tf.lite.Interpreter, x: np.ndarray, batch: int) -> 
     return np.concatenate(results)
 
 
+def _single_threaded(fn):  # noqa: ANN001, ANN202
+    with single_threaded_blas():
+        return fn()
+
+
 def _timed(fn, n: int) -> float:  # noqa: ANN001
     start = time.perf_counter()
     fn()
@@ -69,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=10000, help="test images for ideal mode and TFLite")
     parser.add_argument("--hardware-limit", type=int, default=1000, help="test images for hardware mode")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7, help="7: every variant once in every position")
     parser.add_argument("--batch", type=int, default=250, help="TFLite batch")
     parser.add_argument("--tfxbar-batch", type=int, default=96,
                         help="tfxbar batch (the interpreter's default)")
@@ -92,7 +104,9 @@ def main() -> None:
     serial = tfxbar.CrossbarConverter.from_keras_model(
         qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
     modelled = tfxbar.Interpreter(serial, "hardware")
-    lite = _tflite(float_model, args.batch)
+    content = _tflite_model(float_model)
+    lite, lite_one = _tflite(content, args.batch, 2), _tflite(content, args.batch, 1)
+    one_worker = tfxbar.Interpreter(program, workers=1)
     x_float = (x_test / 255.0).astype(np.float32)
     n = len(x_test) - len(x_test) % args.batch
     x_hw = x_test[:args.hardware_limit]
@@ -102,13 +116,16 @@ def main() -> None:
            "hardware": float(np.mean(hardware.predict(x_hw, b) == y_test[:len(x_hw)])),
            "modelled": float(np.mean(modelled.predict(x_hw, b) == y_test[:len(x_hw)]))}
     load = [os.getloadavg()[0]]
-    rates: dict[str, list[float]] = {"tfxbar ideal": [], "tfxbar ideal, lanes=1": [], "TFLite int8": [],
-                                     "tfxbar hardware": [], "tfxbar hardware, modelled": []}
     runs = {"tfxbar ideal": (lambda: ideal.run(x_test, b), len(x_test)),
             "tfxbar ideal, lanes=1": (lambda: unpacked.run(x_test, b), len(x_test)),
             "TFLite int8": (lambda: _run_tflite(lite, x_float[:n], args.batch), n),
             "tfxbar hardware": (lambda: hardware.run(x_hw, b), len(x_hw)),
-            "tfxbar hardware, modelled": (lambda: modelled.run(x_hw, b), len(x_hw))}
+            "tfxbar hardware, modelled": (lambda: modelled.run(x_hw, b), len(x_hw)),
+            # One core each (numpy's BLAS pinned to one thread for the whole run of one worker).
+            "tfxbar ideal, 1 worker": (lambda: _single_threaded(lambda: one_worker.run(x_test, b)),
+                                       len(x_test)),
+            "TFLite int8, 1 thread": (lambda: _run_tflite(lite_one, x_float[:n], args.batch), n)}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(args.rounds):
         # Rotated order: in a fixed order the variant in one slot ran ≈ 10 % slower than in
@@ -124,10 +141,12 @@ def main() -> None:
           f"modelled {acc['modelled']:.4f} ({len(x_hw)}) after {steps} training steps")
     print(f"load average (1 min) during the rounds: {min(load):.1f}–{max(load):.1f}; "
           f"batch: tfxbar {b}, TFLite {args.batch}")
-    print(f"| interpreter | img/s (median of {args.rounds}) | vs TFLite |")
+    print(f"| interpreter | img/s (median of {args.rounds}) | vs TFLite (same threads) |")
     print("|---|---|---|")
     for name, rate in median.items():
-        print(f"| {name} | {rate:,.0f} | {rate / median['TFLite int8']:.2f}× |")
+        per_core = name.endswith(("1 worker", "1 thread"))
+        reference = median["TFLite int8, 1 thread" if per_core else "TFLite int8"]
+        print(f"| {name} | {rate:,.0f} | {rate / reference:.2f}× |")
     print("rounds (img/s): " + "; ".join(f"{k} " + ", ".join(f"{r:,.0f}" for r in v)
                                          for k, v in rates.items()))
 
