@@ -485,6 +485,35 @@ def test_parallel_batches_equal_sequential(models, mode: str) -> None:
         assert sum(s["adc_clips"] for s in stats1.values()) > 0
 
 
+@pytest.mark.parametrize("device", [False, True])
+def test_hardware_crossbars_in_image_blocks_equal_whole_batches(models, device: bool, monkeypatch) -> None:
+    """Modelled hardware runs each crossbar on a few images at a time (rows are independent):
+    outputs, taps and every counter (ADC clips, conversions, wrapped accumulator overflows)
+    equal one call per batch, with and without a device instance."""
+    from tfxbar.export import interpreter as module
+
+    program = _convert(models["w4a3"], dac_bits=1, adc_range="clip", adc_bits=4, tile_rows=32, tile_cols=16,
+                       accumulator_bits=10, accumulator_mode="wrap")
+    codes, _ = pixel_codes(13)
+
+    def conductances(name: str, t: int, cells: np.ndarray) -> np.ndarray:
+        return cells * np.random.default_rng(t).lognormal(0, 0.2, cells.shape)
+
+    results = []
+    for block in (1 << 40, 1):   # one call per batch; then one image per call
+        monkeypatch.setattr(module, "_HARDWARE_BLOCK", block)
+        interpreter = tfxbar.Interpreter(program, "hardware", workers=1,
+                                         conductances=conductances if device else None)
+        out, taps = interpreter.run(codes, batch_size=7, taps=True)
+        results.append((out, taps, interpreter.stats))
+    (whole, whole_taps, whole_stats), (blocked, blocked_taps, blocked_stats) = results
+    np.testing.assert_array_equal(blocked, whole)
+    assert all(np.array_equal(blocked_taps[k], whole_taps[k]) for k in whole_taps)
+    assert blocked_stats == whole_stats
+    assert sum(s["acc_overflows"] for s in whole_stats.values()) > 0
+    assert sum(s["adc_clips"] for s in whole_stats.values()) > 0
+
+
 def test_blas_is_single_threaded_only_inside_a_run() -> None:
     from tfxbar.export import blas as module
 

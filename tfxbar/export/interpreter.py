@@ -43,6 +43,8 @@ from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, sum_pool
 
 __all__ = ["Interpreter"]
 
+_HARDWARE_BLOCK = 1 << 22   # bit-plane patch values per modelled-hardware GEMM call
+
 
 class Interpreter:
     """Run a `Program` on integer input codes.
@@ -242,7 +244,11 @@ class Interpreter:
             counters = self._counters(xbar.name)
             counters["adc_conversions"] += int(np.prod(lead)) * sum(t.conversions for t in xbar.tiles)
         else:
-            acc = self._hardware(index, xbar, x)
+            # Rows (patches) are independent in hardware mode: a few images at a time keep the
+            # stacked bit-plane patches (cycles × patches × K) within a few MB.
+            per_image = xbar.attrs["dac_cycles"] * max(1, int(np.prod(lead[1:]))) * xbar.attrs["rows"]
+            step = max(1, _HARDWARE_BLOCK // per_image)
+            acc = np.concatenate([self._hardware(index, xbar, x[i:i + step]) for i in range(0, len(x), step)])
         return acc.reshape(*lead, xbar.attrs["cols"])
 
     def _counters(self, name: str, stats: dict[str, dict[str, int]] | None = None) -> dict[str, int]:
