@@ -8,7 +8,10 @@ runs on `--limit` test images:
 1. one worker with numpy's BLAS on one thread, timing every crossbar op (with its fused
    threshold) and the numpy BLAS GEMMs inside them (`np.matmul` is wrapped for the run);
 2. two workers for each `--batches` size;
-3. one and two workers for each `--blocks` size (`crossbar._BLOCK_ROWS`), with the scaling.
+3. one and two workers for each `--blocks` size (`crossbar._BLOCK_ROWS`), with the scaling;
+4. the "hardware, modelled" export of `interpreter_throughput.py` (1-bit DAC, 6-bit calibrated
+   ADCs) on two workers and `--hardware-limit` images for each `--hardware-blocks` bit-plane
+   patch budget (`tfxbar.export.interpreter._HARDWARE_BLOCK`; 2^40: one call per batch, unblocked).
 
 Times are medians of `--repeats` runs; the machine is shared, so compare within one run.
 """
@@ -26,6 +29,7 @@ import tf_keras as keras
 import tfxbar
 from tfxbar import datasets
 from tfxbar.export import crossbar
+from tfxbar.export import interpreter as interpreter_module
 from tfxbar.export.blas import single_threaded_blas
 
 
@@ -46,6 +50,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="*", default=[24, 48, 96, 144, 240])
     parser.add_argument("--blocks", type=int, nargs="*", default=[384, 1536, 3072, 6144])
+    parser.add_argument("--hardware-limit", type=int, default=960)
+    parser.add_argument("--hardware-blocks", type=int, nargs="*", default=[40, 20, 22],
+                        help="log2 of the bit-plane patch values per modelled-hardware call")
     args = parser.parse_args()
 
     x_test, _ = datasets.load("mnist", "test")
@@ -109,6 +116,20 @@ def main() -> None:
             print(f"| {rows} | {one:,.0f} | {two:,.0f} | {two / one:.2f}× |")
     finally:
         crossbar._BLOCK_ROWS = default
+
+    # 4. Modelled hardware: image blocks per crossbar call.
+    serial = tfxbar.CrossbarConverter.from_keras_model(
+        qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
+    x_hw = x_test[:args.hardware_limit]
+    print("\n| modelled-hardware block (values per call) | img/s, 2 workers |\n|---|---|")
+    default = interpreter_module._HARDWARE_BLOCK
+    try:
+        for bits in args.hardware_blocks:
+            interpreter_module._HARDWARE_BLOCK = 1 << bits
+            rate = _rate(tfxbar.Interpreter(serial, "hardware", workers=2), x_hw, 96, args.repeats)
+            print(f"| 2^{bits} | {rate:,.0f} |")
+    finally:
+        interpreter_module._HARDWARE_BLOCK = default
 
 
 if __name__ == "__main__":
