@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tfxbar.export.crossbar import static_bounds, weight_matrix
 from tfxbar.export.format import Program
 
 __all__ = ["CrossbarBounds", "attaining_input", "crossbar_bounds", "program_bounds", "signed_bits",
@@ -136,13 +137,6 @@ def _tiles(attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[st
     return out
 
 
-def _weights(attrs: dict[str, Any], arrays: dict[str, np.ndarray], tiles: list[dict]) -> np.ndarray:
-    weights = np.zeros((attrs["rows"], attrs["cols"]), np.int64)
-    for tile in tiles:
-        weights[np.ix_(tile["rows"], tile["cols"])] += tile["code"]
-    return (weights << attrs["offset_shift"]) - arrays["offset_num"][None, :]
-
-
 def _guard(attrs: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> None:
     code = float(2 ** (attrs["slice_bits"] * attrs["slices"]) - 1)
     bound = attrs["rows"] * attrs["input_max"] * (code * 2.0 ** attrs["offset_shift"]
@@ -175,10 +169,9 @@ def crossbar_bounds(program: Program, index: int) -> CrossbarBounds:
     mask = (1 << d) - 1
     planes = [min(xmax >> (d * j), mask) for j in range(cycles)]
     tiles = _tiles(attrs, arrays)
-    weights = _weights(attrs, arrays, tiles)
+    weights = weight_matrix(attrs, arrays)
     n = attrs["cols"]
-    out_hi = np.where(weights > 0, weights, 0).sum(0) * xmax
-    out_lo = np.where(weights < 0, weights, 0).sum(0) * xmax
+    out_lo, out_hi = static_bounds(weights, xmax)
 
     exact = np.ones(n, bool)
     adc, adc_codes, refs, ref_exact = [], [], [], True

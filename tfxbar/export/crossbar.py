@@ -23,7 +23,7 @@ import numpy as np
 
 from tfxbar.export.kernels import FieldCodes, im2col, patch_view
 
-__all__ = ["Crossbar", "Tile", "exact_gemm", "release_scratch", "weight_matrix"]
+__all__ = ["Crossbar", "Tile", "exact_gemm", "release_scratch", "static_bounds", "weight_matrix"]
 
 _EXACT_FLOAT64 = 2 ** 53
 _EXACT_FLOAT32 = 2 ** 24
@@ -57,6 +57,11 @@ def weight_matrix(attrs: dict[str, Any], arrays: dict[str, np.ndarray], prefix: 
                     for p, sign in enumerate(attrs["polarities"]))
         weights[np.ix_(arrays[f"{prefix}tile{t}.rows"], arrays[f"{prefix}tile{t}.cols"])] += block
     return (weights << attrs["offset_shift"]) - arrays[f"{prefix}offset_num"][None, :]
+
+
+def static_bounds(weights: np.ndarray, input_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the extremes (lo, hi) of X = Σ W·x over all inputs x in [0, input_max]^K."""
+    return np.minimum(weights, 0).sum(axis=0) * input_max, np.maximum(weights, 0).sum(axis=0) * input_max
 
 
 def _as_slice(index: np.ndarray) -> slice | np.ndarray:
@@ -129,17 +134,16 @@ class Crossbar:
         self.offset = arrays["offset_num"]
         self.shift = attrs["offset_shift"]
         self.weights = weight_matrix(attrs, arrays)
-        bound = int(np.abs(self.weights).sum(axis=0).max(initial=0)) * attrs["input_max"]
+        # [lo_c, hi_c] bounds output c (and every partial sum of it) for inputs in [0, input_max].
+        self.lo, self.hi = static_bounds(self.weights, attrs["input_max"])
+        bound = int((self.hi - self.lo).max(initial=0))   # the largest Σ|w|·input_max
         # Ideal-mode GEMM: float32 when every partial sum is below 2^24, else float64, else int64;
         # activations arrive as exact float32 codes, so BLAS runs on them without conversions.
         self.dtype = _exact_dtype(bound)
         self.gemm_weights = self.weights.astype(self.dtype)
         self.float_weights = self.gemm_weights if self.dtype.kind == "f" else None
-        # Lanes (module docstring): [lo_c, hi_c] bounds output c for input codes in [0, input_max].
-        negative, positive = np.minimum(self.weights, 0).sum(axis=0), np.maximum(self.weights, 0).sum(axis=0)
-        self.lo = negative * attrs["input_max"]
-        self.hi = positive * attrs["input_max"]
-        self.lane_bits = max(1, int((self.hi - self.lo).max(initial=0)).bit_length())
+        # Lanes (module docstring): y − lo_c fits in S unsigned bits.
+        self.lane_bits = max(1, bound.bit_length())
         self.lanes = self._fit_lanes(int(lanes)) if self.dtype.kind == "f" else 1
         self.lane_weights = self.weights.astype(np.float64) if self.lanes > 1 else None
 
@@ -179,17 +183,17 @@ class Crossbar:
         """Exact X·W for every patch, (patches, N) in `self.dtype` (exact integers); with `codes`
         (only when `packs(x)`), the following threshold's codes instead (uint8/uint16)."""
         if self.packs(x):
-            return self._packed(x, self.lanes, codes)
+            return self._packed(x, codes)
         if codes is not None:
             raise ValueError("threshold codes are fused only into packed convolutions")
         return self.patches(x, self.dtype)[0] @ self.gemm_weights
 
-    def _packed(self, x: np.ndarray, lanes: int, codes: FieldCodes | None) -> np.ndarray:
-        """`ideal` with `lanes` images per float64 (module docstring), in blocks of patch rows
+    def _packed(self, x: np.ndarray, codes: FieldCodes | None) -> np.ndarray:
+        """`ideal` with `self.lanes` images per float64 (module docstring), in blocks of patch rows
         that stay in cache from im2col through the GEMM to the unpacking (and the threshold).
         Every step is exact: codes and lane sums are integers below 2^53, and the scalings are
         powers of two."""
-        s, n = self.lane_bits, len(x)
+        s, n, lanes = self.lane_bits, len(x), self.lanes
         if n % lanes:   # zero images fill the last lane; their rows are dropped below
             x = np.concatenate([x, np.zeros((lanes - n % lanes, *x.shape[1:]), x.dtype)])
         groups = x.reshape(lanes, len(x) // lanes, *x.shape[1:])

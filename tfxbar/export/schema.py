@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tfxbar.export.crossbar import weight_matrix
+from tfxbar.export.crossbar import static_bounds, weight_matrix
 from tfxbar.export.errors import FormatError
 
 __all__ = ["check_header", "expected_arrays"]
@@ -342,9 +342,7 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
                 _fail(f"{p}tiles", "the reference columns must cover every row exactly once")
         # The interpreter relies on these bounds (it skips clipping inside them), so they must
         # contain the true range of X = Σ W·x over all inputs x in [0, input_max].
-        weights = weight_matrix(attrs, arrays, p)
-        lo = np.where(weights < 0, weights, 0).sum(axis=0) * attrs["input_max"]
-        hi = np.where(weights > 0, weights, 0).sum(axis=0) * attrs["input_max"]
+        lo, hi = static_bounds(weight_matrix(attrs, arrays, p), attrs["input_max"])
         bad = np.flatnonzero((arrays[f"{p}acc_lo"] > lo) | (value < hi))
         if bad.size:
             n = int(bad[0])
