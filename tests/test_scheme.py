@@ -62,6 +62,11 @@ def test_layer_specs_override_one_layer_and_unknown_names_fail():
     assert plan.layers["dense"].weights.num_bits == 2
     with pytest.raises(ValueError, match="not in the model.*dense_9"):
         tfxbar.plan_quantization(tiny_cnn(), "w4a3", {"dense_9": first})
+    # A spec on a layer without crossbar weights would be dropped silently: refused, with the way out.
+    model = tiny_cnn()
+    relu = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.ReLU))
+    with pytest.raises(ValueError, match=rf"not crossbar layers: {relu} \(ReLU\).*`inputs` quantizer"):
+        tfxbar.plan_quantization(model, "w4a3", {relu: first})
     with pytest.raises(ValueError, match="unknown preset"):
         tfxbar.plan_quantization(tiny_cnn(), "w3a3")
 
@@ -115,6 +120,25 @@ def test_calibrate_sets_binarizer_threshold_from_the_dense_input_distribution():
     entering = keras.Model(model.inputs, flatten.layer.input).predict(x, verbose=0)
     expected = InputBinarizer().calibrated_step(entering.reshape(len(x), -1))
     assert float(flatten.form().step) == pytest.approx(expected, rel=1e-5)
+
+
+def test_calibrate_sees_the_quantized_kernel_of_a_dense_layer_with_a_relu_activation():
+    """The quantizer on a crossbar layer's own output (Dense(activation="relu")) is calibrated on
+    that layer's output with its current quantized kernel."""
+    x, _ = toy_data(64)
+    mlp = keras.Sequential([keras.layers.Flatten(input_shape=x.shape[1:]),
+                            keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+    model = tfxbar.quantize_model(mlp, "w4a3", calibration_data=x)   # raised out-of-scope tensors
+    dense = next(o for o in tfxbar.quantized_outputs(model) if o.layer.name == "quant_dense")
+    entering = keras.Model(model.inputs, dense.layer.input).predict(x, verbose=0)
+    kernel = next(k for k in tfxbar.quantized_kernels(model) if k.layer.name == "dense")
+    out = np.maximum(entering @ kernel.fake_quantized() + dense.layer.layer.bias.numpy(), 0)
+    assert float(dense.form().step) == pytest.approx(float(dense.quantizer.calibrated_step(out)), rel=1e-5)
+    step = float(dense.form().step)
+    for variable in dense.layer.trainable_weights:
+        if "kernel" in variable.name:
+            variable.assign(variable * 10.0)
+    assert tfxbar.calibrate(model, x)["quant_dense"] == pytest.approx(10 * step, rel=0.05)
 
 
 def test_missing_calibration_data_for_binarizer_warns():

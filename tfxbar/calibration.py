@@ -14,6 +14,17 @@ from tfxbar.introspect import quantized_outputs
 __all__ = ["calibrate"]
 
 
+def _before_output_quantizer(wrapper: keras.layers.Layer, inputs: Any) -> Any:
+    """The wrapped layer's output before its output quantizer, with its weights quantized as
+    in the forward pass (a crossbar layer's kernel, or a ReLU's). The wrapper's own call does
+    that; its output quantizers are hidden for the call (without Keras' attribute tracking)."""
+    saved = wrapper._output_quantizers  # noqa: SLF001
+    object.__setattr__(wrapper, "_output_quantizers", [])
+    try:
+        return wrapper.call(inputs, training=False)
+    finally:
+        object.__setattr__(wrapper, "_output_quantizers", saved)
+
 
 def _as_array(data: Any, max_samples: int) -> np.ndarray:
     if isinstance(data, tf.data.Dataset):
@@ -61,13 +72,13 @@ def calibrate(model: keras.Model, data: Any, *, max_samples: int = 2048,
         if not output.quantizer.calibratable:
             continue
         probe = keras.Model(model.inputs, output.input_tensor())
-        layer = output.layer.layer if isinstance(output.layer, tfmot_api.QuantizeWrapper) else None
+        wrapper = output.layer if isinstance(output.layer, tfmot_api.QuantizeWrapper) else None
         parts = []
         for start in range(0, len(x), batch_size):
             # Eager calls: one probe per quantizer would otherwise retrace a predict function.
             entering = probe(x[start:start + batch_size], training=False)
-            if layer is not None:  # the quantizer sees the wrapped layer's output
-                entering = layer(entering, training=False)
+            if wrapper is not None:  # the quantizer sees the wrapped layer's output
+                entering = _before_output_quantizer(wrapper, entering)
             parts.append(np.asarray(entering))
         entering = np.concatenate(parts)
         step = float(output.quantizer.calibrated_step(entering))

@@ -144,7 +144,7 @@ def plan_quantization(
         A `QuantizationPlan`; print it for the report table.
 
     Raises:
-        ValueError: a name in `layer_specs` is not a layer of `model`.
+        ValueError: a name in `layer_specs` is not a crossbar layer of `model`.
         TypeError: `model` is not a tf_keras model.
     """
     require_tf_keras(model)
@@ -156,6 +156,14 @@ def plan_quantization(
     if unknown:
         raise ValueError(f"layer_specs names layers that are not in the model: {unknown}; "
                          f"the model's layers are {sorted(names)}")
+    misplaced = sorted(f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+                       if layer.name in layer_specs and type(layer) not in CROSSBAR_LAYERS)
+    if misplaced:
+        crossbars = ", ".join(sorted(t.__name__ for t in CROSSBAR_LAYERS))
+        raise ValueError(f"layer_specs name layers that are not crossbar layers: {', '.join(misplaced)}. "
+                         f"A LayerSpec sets the weights and inputs of a {crossbars} layer; to quantize "
+                         "another layer's output, give the LayerSpec of the crossbar layer it feeds an "
+                         "`inputs` quantizer (or attach a QuantizeConfig with quantize_annotate_layer)")
     allowed = set(only) if only is not None else names
     plan = QuantizationPlan(preset, {})
     for layer in model.layers:
