@@ -58,6 +58,10 @@ def test_integer_form_reproduces_fake_quantized_weights_exactly(quantizer, shape
     fake = q(tf.constant(kernel), True, variables).numpy()
     form = q.integer_form(kernel, {k: v.numpy() for k, v in variables.items()})
     np.testing.assert_array_equal(form.dequantize(), fake)  # w == s·(c − b), bit for bit
+    # ... also in the graph fit/predict run, which Grappler rewrites (a variable: no folding).
+    variable = tf.Variable(kernel)
+    graph = tf.function(lambda: q(variable, False, variables))().numpy()
+    np.testing.assert_array_equal(form.dequantize(), graph)
     assert set(np.unique(form.codes)) <= set(q.levels)
     assert form.cell_view == q.cell_view
     channels = shape[axis]

@@ -61,7 +61,9 @@ class UniformWeights(WeightQuantizer):
         return tuple(range(-n, n + 1)) if self.cell_view == "differential" else tuple(range(2 * n + 1))
 
     def _scale(self, w: tf.Tensor) -> tf.Tensor:
-        top = self._positive(self._max_abs(w)) / self.n
+        # × float32(1/n), not / n: graph mode (Grappler) turns a division by a constant into
+        # this product, and `integer_form` (eager) must get the very same scale.
+        top = self._positive(self._max_abs(w)) * np.float32(1.0 / self.n)
         if self.scale_mode == "max":
             return top
         candidates = tf.reshape(_MSE_FRACTIONS, [-1] + [1] * w.shape.rank) * top[None]
