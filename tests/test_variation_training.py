@@ -179,6 +179,38 @@ def test_at_inference_perturbs_validation_and_is_removed_afterwards():
     assert model.evaluate(x, y, verbose=0) == clean
 
 
+class _Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if batch == 1:
+            raise KeyboardInterrupt
+
+
+def test_hooks_left_by_an_interrupted_fit_are_removed():
+    """tf_keras skips on_train_end when fit raises: the next DeviceVariation fit, `remove()` and
+    `remove_variation` each take the noise off again."""
+    x, y = toy_data(64, SHAPE)
+    model = _model(lr=0.0)
+    clean = model.predict(x, verbose=0)
+    kernels = tfxbar.quantized_kernels(model)
+    for cleanup in ("next fit", "remove", "remove_variation"):
+        callback = DeviceVariation(NOISY.with_sigma(1.0), at_inference=True)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, [callback, _Interrupt()], epochs=1)
+        assert all(k.quantizer.cell_noise is not None for k in kernels)
+        assert not np.array_equal(model.predict(x, verbose=0), clean)   # still noisy
+        if cleanup == "next fit":
+            with pytest.warns(UserWarning, match="interrupted"):
+                _fit(model, [DeviceVariation(NOISY.with_sigma(1.0))], epochs=1)
+        elif cleanup == "remove":
+            callback.remove()
+            callback.remove()   # idempotent
+        else:
+            assert tfxbar.variation.remove_variation(model) == len(kernels)
+            assert tfxbar.variation.remove_variation(model) == 0
+        assert all(k.quantizer.cell_noise is None for k in kernels)
+        np.testing.assert_array_equal(model.predict(x, verbose=0), clean)
+
+
 def test_rejects_an_uncompiled_or_float_model():
     float_model = keras.Sequential([keras.layers.Dense(2, input_shape=(3,))])
     float_model.compile("sgd", "mse")

@@ -2,7 +2,7 @@
 (`evaluate_under_variation`), acting on the same cells the exporter programs."""
 
 from tfxbar.variation.callback import DeviceVariation
-from tfxbar.variation.cells import CellNoise, VariationState
+from tfxbar.variation.cells import CellNoise, VariationState, remove_variation
 from tfxbar.variation.devices import DeviceModel
 from tfxbar.variation.evaluate import VariationResult, evaluate_under_variation
 from tfxbar.variation.plot import plot_robustness
@@ -20,4 +20,5 @@ __all__ = [
     "per_epoch",
     "plot_robustness",
     "ramp",
+    "remove_variation",
 ]

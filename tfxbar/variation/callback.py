@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import tf_keras as keras
 
 from tfxbar.introspect import quantized_kernels
-from tfxbar.variation.cells import VariationState, install, uninstall
+from tfxbar.variation.cells import VariationState, install, remove_variation, uninstall
 from tfxbar.variation.devices import DeviceModel
 from tfxbar.variation.schedules import Schedule, as_schedule
 
@@ -28,6 +29,9 @@ class DeviceVariation(keras.callbacks.Callback):
     gradient flows straight through it to the clean kernels, which are the only weights the
     model holds, so checkpoints written at any moment hold clean weights. σ and the schedule
     live in variables; changing them never retraces. At `on_train_end` the hooks are removed.
+    tf_keras skips `on_train_end` when `fit` raises (KeyboardInterrupt included): the hooks then
+    stay until the next `DeviceVariation` fit (which removes them, with a warning), `remove()`,
+    or `tfxbar.variation.remove_variation(model)`.
 
     Inference (``training=False``, e.g. validation) stays clean unless `at_inference` is set;
     use `tfxbar.evaluate_under_variation` to measure accuracy on simulated chips.
@@ -84,6 +88,11 @@ class DeviceVariation(keras.callbacks.Callback):
         model = self.model
         if getattr(model, "optimizer", None) is None:
             raise ValueError("DeviceVariation needs a compiled model")
+        self.remove()
+        stale = remove_variation(model)
+        if stale:
+            warnings.warn(f"removed the device-noise hooks of {stale} kernels left by an interrupted "
+                          "fit (tf_keras skips on_train_end when fit raises)", stacklevel=2)
         with model.distribute_strategy.scope():
             self.state = VariationState(self.device, self.seed, model.optimizer.iterations)
             if self.noise_table:
@@ -103,6 +112,13 @@ class DeviceVariation(keras.callbacks.Callback):
         self._set_strength(0.0)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Take this callback's noise hooks off the model (as `on_train_end` does; also after an
+        interrupted `fit`, which skips it). Does nothing when none are installed."""
+        if not self._saved:
+            return
         uninstall(self._saved)
         self._saved = []
         model = self.model

@@ -391,3 +391,24 @@ def uninstall(saved: list[tuple[WeightQuantizer, Any]]) -> None:
     """Restore the hooks `install` replaced."""
     for quantizer, previous in saved:
         quantizer.cell_noise = previous
+
+
+def remove_variation(model: keras.Model) -> int:
+    """Take every device-noise hook off `model`'s quantized kernels and drop its compiled
+    train/test/predict functions (the next call traces clean ones).
+
+    tf_keras does not call `on_train_end` when `fit` raises (an error in a callback or the data,
+    or a KeyboardInterrupt), so a `DeviceVariation` interrupted that way leaves its hooks on the
+    model; the next `DeviceVariation` fit removes them itself, anything else should call this.
+
+    Returns:
+        How many hooks were removed (0: the model was clean).
+    """
+    removed = 0
+    for kernel in quantized_kernels(model):
+        if isinstance(kernel.quantizer.cell_noise, CellNoise):
+            kernel.quantizer.cell_noise = None
+            removed += 1
+    if removed:
+        model.train_function = model.test_function = model.predict_function = None
+    return removed
