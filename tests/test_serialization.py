@@ -13,8 +13,25 @@ REGISTERED = sorted(name for name in keras.utils.get_custom_objects() if name.st
 FORMATS = ["model.h5", "model.keras", "savedmodel"]
 
 
+# Settings away from every default, so a from_config that dropped one would be caught.
+NON_DEFAULT = {
+    "BinaryWeights": {"per_channel": False, "cell_view": "offset", "clip_value": 0.5},
+    "TernaryWeights": {"threshold": 0.5, "cell_view": "offset", "clip_value": 0.75},
+    "UniformWeights": {"bits": 3, "cell_view": "offset", "scale_mode": "mse"},
+    "BiasedWeights": {"bits": 3, "offset_frac_bits": None, "per_channel": False},
+    "ClippedRound": {"bits": 5, "step": "calibrated", "init_step": 0.25},
+    "InputBinarizer": {"rule": "median", "init_step": 0.5},
+    "DeviceModel": {"lognormal_sigma": 0.1, "read_sigma": 0.02, "stuck_at_1": 0.01, "cell_bits": 2,
+                    "drift_nu": 0.05},
+}
+
+
+def _make(cls: type):
+    return cls(**NON_DEFAULT.get(cls.__name__, {}))
+
+
 def _model_using(cls: type) -> keras.Model:
-    """A small quantized model in which an instance of `cls` does real work."""
+    """A small quantized model in which an instance of `cls` (non-default settings) does real work."""
     # The Conv2D reads the model input directly, so a QuantizeLayer (pixel codes) is saved too.
     float_model = keras.Sequential([
         keras.layers.Conv2D(2, 3, input_shape=(6, 6, 1)),
@@ -24,11 +41,11 @@ def _model_using(cls: type) -> keras.Model:
         keras.layers.Dense(3),
     ])
     if issubclass(cls, WeightQuantizer):
-        specs = {"conv2d": tfxbar.LayerSpec(cls(), ClippedRound(8)),
-                 "dense": tfxbar.LayerSpec(cls(), ClippedRound(8)),
-                 "dense_1": tfxbar.LayerSpec(cls(), ClippedRound(3))}
+        specs = {"conv2d": tfxbar.LayerSpec(_make(cls), ClippedRound(8)),
+                 "dense": tfxbar.LayerSpec(_make(cls), ClippedRound(8)),
+                 "dense_1": tfxbar.LayerSpec(_make(cls), ClippedRound(3))}
     elif issubclass(cls, ClippedRound):
-        specs = {"dense_1": tfxbar.LayerSpec(UniformWeights(4), cls())}
+        specs = {"dense_1": tfxbar.LayerSpec(UniformWeights(4), _make(cls))}
     elif cls in (tfxbar.CrossbarConfig, tfxbar.OutputConfig):
         specs = {"dense_1": tfxbar.LayerSpec(UniformWeights(4), ClippedRound(3))}
     else:
@@ -51,9 +68,10 @@ def test_quantized_model_round_trips_in_every_format(name, tmp_path):
     cls = keras.utils.get_custom_objects()[name]
     if not _lives_in_models(cls):
         # Not part of a model (e.g. a device model): its Keras config must round-trip.
-        obj = cls()
+        obj = _make(cls)
         restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(obj))
         assert type(restored) is cls and restored.get_config() == obj.get_config()
+        assert restored.get_config() != cls().get_config() or cls.__name__ not in NON_DEFAULT
         return
     model = _model_using(cls)
     used = {type(q) for q in [*(k.quantizer for k in tfxbar.quantized_kernels(model)),
@@ -66,6 +84,11 @@ def test_quantized_model_round_trips_in_every_format(name, tmp_path):
         model.save(path)
         loaded = keras.models.load_model(path)  # no custom_objects, no quantize_scope
         np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected, err_msg=fmt)
+        # Every quantizer comes back with the settings it was saved with.
+        assert [k.quantizer for k in tfxbar.quantized_kernels(loaded)] == \
+            [k.quantizer for k in tfxbar.quantized_kernels(model)], fmt
+        assert [o.quantizer for o in tfxbar.quantized_outputs(loaded)] == \
+            [o.quantizer for o in tfxbar.quantized_outputs(model)], fmt
         forms = [k.integer_form() for k in tfxbar.quantized_kernels(loaded)]
         for before, after in zip((k.integer_form() for k in tfxbar.quantized_kernels(model)),
                                  forms, strict=True):
