@@ -70,6 +70,25 @@ def test_fidelity_mnist_slice(preset: str, mnist: tuple[np.ndarray, ...]) -> Non
     assert codes_agree >= 0.9999
 
 
+@pytest.mark.parametrize("preset", ["binary-mlp", "binary-dense", "w4a3"])
+def test_mlp_whose_flatten_carries_the_input_quantizer_converts(preset: str) -> None:
+    """quantize_model puts an MLP's input quantizer on its Flatten (no QuantizeLayer): the program
+    takes the model input's codes under that quantizer and agrees with Keras."""
+    x, y = toy_data(256)
+    mlp = tfxbar.models.mlp(16, input_shape=x.shape[1:], classes=4, dropout=0.1)
+    qmodel = trained(preset, mlp, x, y)
+    assert not any(type(layer).__name__ == "QuantizeLayer" for layer in qmodel.layers)
+    program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+    flatten = next(o for o in tfxbar.quantized_outputs(qmodel) if "flatten" in o.layer.name)
+    assert program.header["input"]["shape"] == list(x.shape[1:])
+    assert program.header["input"]["bits"] == flatten.form().bits
+    assert program.header["input"]["scale"] == pytest.approx(float(flatten.form().step))
+    _, xf = pixel_codes()
+    top1, codes_agree, layers = agreement(qmodel, program, program.quantize_input(xf), xf)
+    assert layers == 2   # the input codes (tapped at the flatten) and the hidden layer's
+    assert top1 == 1.0 and codes_agree >= 0.9999
+
+
 def _pool_model(pooling: str) -> keras.Model:
     # Linear stages before the pool: the window sum is taken on the integer accumulator.
     pool = keras.layers.AveragePooling2D() if pooling == "avg" else keras.layers.GlobalAveragePooling2D()

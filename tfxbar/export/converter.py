@@ -43,6 +43,11 @@ def _inbound(model: keras.Model, layer: keras.layers.Layer) -> list[keras.layers
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
 
+# Layers whose output is their input rearranged (at inference): a quantizer on one of them, right
+# after the model input, quantizes the model input itself.
+_RESHAPES = (keras.layers.Flatten, keras.layers.Dropout)
+
+
 class CrossbarConverter:
     """Converts a tfxbar-quantized tf_keras model into a crossbar program.
 
@@ -101,8 +106,19 @@ class CrossbarConverter:
                                       "tfxbar converts Sequential-like models (no branches or merges)")
             previous = layer
             handler = handler_for(inner)
-            handler(inner, LayerContext(lowering, kernels.get(layer.name), layer))
             output = outputs.get(layer.name)
+            if output is not None and lowering.state is None and isinstance(inner, _RESHAPES):
+                # Input → Flatten (quantized) → Dense, as quantize_model leaves an MLP: elementwise
+                # quantization commutes with the reshape, so the program takes the model input's
+                # codes under that quantizer, then flattens them.
+                form = output.form()
+                lowering.start(tuple(model.inputs[0].shape[1:]), form.bits, float(form.step), layer.name)
+                count = len(lowering.ops)
+                handler(inner, LayerContext(lowering, kernels.get(layer.name), layer))
+                if len(lowering.ops) > count:
+                    lowering.ops[-1].tap = layer.name
+                continue
+            handler(inner, LayerContext(lowering, kernels.get(layer.name), layer))
             if output is not None and not isinstance(layer, tfmot_api.QuantizeLayer):
                 form = output.form()
                 lowering.quantize(layer.name, kind, float(form.step), form.bits)
