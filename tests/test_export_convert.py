@@ -155,7 +155,7 @@ def test_converter_options_as_attributes() -> None:
     with pytest.raises(AttributeError, match="unknown converter option"):
         converter.tile_colums = 4
     converter.adc_range = "bogus"
-    with pytest.raises(tfxbar.ConversionError, match="adc_range"):
+    with pytest.raises(tfxbar.ConversionError, match="^converter option: adc_range"):
         converter.convert()
 
 

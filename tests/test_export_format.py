@@ -130,6 +130,34 @@ def test_truncated_and_garbage_files(program: Program, tmp_path) -> None:
         load_program(tmp_path / "nan.npz")
 
 
+def test_other_files_are_not_programs(program: Program, tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(tfxbar.FormatError, match="notes.txt is not a tfxbar program"):
+        load_program(tmp_path / "notes.txt")
+    with pytest.raises(IsADirectoryError):
+        load_program(tmp_path)
+
+
+def test_save_names_the_path_and_keeps_the_usual_file_mode(program: Program, tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        program.save(tmp_path / "a.xbar")
+        os.umask(0o077)
+        program.save(tmp_path / "b.xbar")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.xbar").stat().st_mode & 0o777 == 0o644   # not mkstemp's 0600
+    assert (tmp_path / "b.xbar").stat().st_mode & 0o777 == 0o600
+    missing = tmp_path / "no" / "such" / "p.xbar"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        program.save(missing)
+    assert info.value.filename == str(missing)
+    with pytest.raises(IsADirectoryError) as info:
+        program.save(tmp_path)
+    assert info.value.filename == str(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["a.xbar", "b.xbar"]
+
+
 def test_pickled_arrays_are_rejected(tmp_path) -> None:
     np.savez(tmp_path / "p.npz", header=np.array([{"a": 1}], dtype=object))
     with pytest.raises(tfxbar.FormatError):

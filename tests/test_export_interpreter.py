@@ -530,6 +530,29 @@ def test_blas_is_single_threaded_only_inside_a_run() -> None:
     assert get() == before
 
 
+def test_accumulator_bounds_as_wide_as_int64_run_like_tight_ones(models) -> None:
+    """docs/format.md only asks acc_lo/acc_hi to contain the true range: the widest legal bounds
+    must not overflow the threshold tables' sizes (they gave IndexError)."""
+    program = _convert(models["w4a3"])
+    arrays = dict(program.arrays)
+    index = next(i for i, op in enumerate(program.ops) if op["kind"] == "crossbar")
+    arrays[f"op{index}.acc_hi"] = np.full_like(arrays[f"op{index}.acc_hi"], np.iinfo(np.int64).max)
+    arrays[f"op{index}.acc_lo"] = np.full_like(arrays[f"op{index}.acc_lo"], np.iinfo(np.int64).min)
+    wide = tfxbar.Program(program.header, arrays)
+    codes = RNG.integers(0, 256, (16, *program.header["input"]["shape"]))
+    np.testing.assert_array_equal(tfxbar.Interpreter(wide, workers=1).run(codes),
+                                  tfxbar.Interpreter(program, workers=1).run(codes))
+
+
+def test_batch_size_must_be_positive() -> None:
+    from check_toys import make_program
+
+    interpreter = tfxbar.Interpreter(make_program(np.ones((3, 2), np.int64)))
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            interpreter.run(np.ones((4, 3), np.int64), batch_size=bad)
+
+
 def test_lanes_must_be_positive() -> None:
     from check_toys import make_program
 

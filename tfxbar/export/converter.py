@@ -92,7 +92,7 @@ class CrossbarConverter:
         try:
             self.config.validate()
         except ValueError as exc:
-            raise ConversionError(None, None, str(exc)) from None
+            raise ConversionError(None, "converter option", str(exc)) from None
         model = self.model
         kernels = {k.wrapper.name: k for k in quantized_kernels(model)}
         outputs = {o.layer.name: o for o in quantized_outputs(model)}

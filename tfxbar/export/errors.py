@@ -12,13 +12,13 @@ class ConversionError(ValueError):
 
     Arguments:
         layer: the Keras layer's name (or None when the problem is not one layer's).
-        kind: the layer's type name.
+        kind: the layer's type name (with no layer: what the problem concerns, default the model).
         problem: what is wrong.
         remedy: what the user can do.
     """
 
     def __init__(self, layer: str | None, kind: str | None, problem: str, remedy: str = "") -> None:
-        where = f"layer {layer!r} ({kind})" if layer is not None else "model"
+        where = f"layer {layer!r} ({kind})" if layer is not None else (kind or "model")
         message = f"{where}: {problem}"
         if remedy:
             message += f"; {remedy}"

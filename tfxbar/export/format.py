@@ -6,6 +6,7 @@ Numpy only — no TensorFlow, never pickle. `Program.save` validates and writes 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -82,8 +83,18 @@ class Program:
         payload = {HEADER_KEY: np.frombuffer(text.encode("utf-8"), np.uint8)}
         payload.update(self.arrays)
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tfxbar-", suffix=".tmp")
+        # Errors name `path`, not the temporary file next to it.
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a directory; give a file name", path)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(errno.ENOENT, f"its folder {folder} does not exist", path)
         try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tfxbar-", suffix=".tmp")
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write in {folder}: {exc.strerror}", path) from None
+        try:
+            # mkstemp creates the file readable by its owner only; give it the usual mode.
+            os.chmod(tmp, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as handle:
                 np.savez(handle, **payload)
                 handle.flush()
@@ -105,6 +116,13 @@ class Program:
         return "\n".join(lines)
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def load_program(path: str | os.PathLike[str]) -> Program:
     """Read and validate a program file.
 
@@ -112,15 +130,20 @@ def load_program(path: str | os.PathLike[str]) -> Program:
         FormatError: the file is not a readable version-1 program; the message names the field.
     """
     try:
+        with open(os.fspath(path), "rb") as handle:
+            magic = handle.read(4)
+        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):   # a zip archive's first bytes (.npz)
+            raise FormatError("file", f"{os.fspath(path)} is not a tfxbar program (expected the .npz archive "
+                                      "that `tfxbar export` or Program.save writes)")
         with np.load(os.fspath(path), allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, FormatError):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise FormatError("file", f"not a readable .npz archive ({exc})") from None
     raw = arrays.pop(HEADER_KEY, None)
     if raw is None:
-        raise FormatError(HEADER_KEY, "missing")
+        raise FormatError(HEADER_KEY, "missing: an .npz archive but not a tfxbar program")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise FormatError(HEADER_KEY, f"must be a 1-D uint8 array of UTF-8 JSON, got {raw.dtype} {raw.shape}")
     try:

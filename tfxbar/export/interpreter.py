@@ -116,9 +116,11 @@ class Interpreter:
             taps: also return ``{keras_layer: int64 codes}`` for every op with a tap.
 
         Raises:
-            ValueError: wrong shape, dtype or range of `x`.
+            ValueError: wrong shape, dtype or range of `x`, or `batch_size` below 1.
         """
         spec = self.program.header["input"]
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = np.asarray(x)
         if x.ndim != len(spec["shape"]) + 1 or list(x.shape[1:]) != spec["shape"]:
             raise ValueError(f"input must have shape (N, {', '.join(map(str, spec['shape']))}), "

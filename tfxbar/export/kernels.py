@@ -87,6 +87,12 @@ def sum_pool(x: np.ndarray, pool: list[int] | None, strides: list[int] | None) -
     return out
 
 
+def _table_size(lo: np.ndarray, hi: np.ndarray) -> float:
+    """Entries of per-channel tables over [lo_c, hi_c], in float: bounds read from a file may be as
+    wide as int64 allows (they need only contain the true range), where hi − lo + 1 overflows."""
+    return float((np.asarray(hi, np.float64) - np.asarray(lo, np.float64) + 1).sum())
+
+
 class FieldCodes(NamedTuple):
     """Threshold codes indexed by biased accumulator values: the code of value lo_c + v of
     channel c is ``table[base[c] + v]`` for 0 ≤ v ≤ hi_c − lo_c (`ThresholdTable.field_codes`)."""
@@ -126,11 +132,11 @@ class ThresholdTable:
             b_lo = np.where(self.negate < 0, -bounds[1], bounds[0])
             b_hi = np.where(self.negate < 0, -bounds[0], bounds[1])
             wide_lo, wide_hi = np.minimum(lo, b_lo), np.maximum(hi, b_hi)
-            if int((wide_hi - wide_lo + 1).sum()) <= self.MAX_TABLE:
+            if _table_size(wide_lo, wide_hi) <= self.MAX_TABLE:
                 lo, hi, self.covers_bounds = wide_lo, wide_hi, True
-        sizes = hi - lo + 1
-        if int(sizes.sum()) > self.MAX_TABLE:
+        if _table_size(lo, hi) > self.MAX_TABLE:
             return
+        sizes = hi - lo + 1
         self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.end = self.base + sizes - 1
         # code of value v in channel c: #{k : v ≥ T_c,k}
@@ -142,9 +148,9 @@ class ThresholdTable:
         """Every channel's codes over its whole static range [lo_c, hi_c] as one small-integer
         table (what a packed convolution looks its threshold up in), or None when that table
         would exceed `MAX_TABLE` entries or the codes 16 bits."""
-        sizes = (hi - lo + 1).astype(np.int64)
-        if int(sizes.sum()) > self.MAX_TABLE or self.levels >= 1 << 16:
+        if _table_size(lo, hi) > self.MAX_TABLE or self.levels >= 1 << 16:
             return None
+        sizes = (hi - lo + 1).astype(np.int64)
         dtype = np.uint8 if self.levels < 256 else np.uint16
         table = np.concatenate([np.searchsorted(self.t[c], self.negate[c] * np.arange(lo[c], hi[c] + 1),
                                                 side="right") for c in range(len(sizes))] or [[]])
