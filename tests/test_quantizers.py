@@ -149,6 +149,14 @@ def test_biased_scale_and_offset_are_trained():
     assert all(g is not None for g in grads)
     assert float(tf.reduce_sum(tf.abs(grads[0]))) > 0
     assert float(tf.reduce_sum(tf.abs(grads[1]))) > 0
+    # The offset learns from clipped weights (LSQ+): push a few beyond the grid.
+    stretch = np.where(np.arange(16) % 5 == 0, 20.0, 1.0)[:, None].astype(np.float32)
+    outliers = tf.Variable(kernel.numpy() * stretch)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(q(outliers, True, variables) ** 3)
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(loss, variables["offset"])))) > 0
+    with pytest.raises(ValueError, match="trained variables"):
+        q.integer_form(kernel.numpy())
 
 
 def test_binary_straight_through_gradient_is_clipped():

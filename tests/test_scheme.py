@@ -145,6 +145,12 @@ def test_missing_calibration_data_for_binarizer_warns():
     with pytest.warns(UserWarning, match="calibration_data") as record:
         tfxbar.quantize_model(tiny_cnn(), "binary-dense")
     assert any("tfxbar.calibrate" in str(w.message) for w in record)
+    # ... also when the calibrated quantizer is the model input's.
+    model = keras.Sequential([keras.layers.Dense(3, input_shape=(5,)), keras.layers.Dense(2)])
+    first = model.layers[0].name
+    spec = tfxbar.LayerSpec(UniformWeights(4), ClippedRound(4, "calibrated"))
+    with pytest.warns(UserWarning, match="calibration_data"):
+        tfxbar.quantize_model(model, "w4a3", {first: spec})
 
 
 @pytest.mark.parametrize("preset", ["w4a3", "binary-dense", "w2a2-biased", "binary-mlp"])

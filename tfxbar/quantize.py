@@ -66,8 +66,8 @@ def quantize_model(
     if strict and plan.float_layers:
         raise ValueError(f"layers left float under preset {plan.preset.name!r}: "
                          f"{plan.float_layers}\n{plan}")
-    needs_data = any(d.output is not None and d.output.step == "calibrated"
-                     for d in plan.layers.values())
+    needs_data = any(q is not None and q.step == "calibrated"
+                     for q in [plan.input_quantizer, *(d.output for d in plan.layers.values())])
     if calibration_data is not None:
         calibrate(quantized, calibration_data)
     elif needs_data:

@@ -94,6 +94,10 @@ class BiasedWeights(WeightQuantizer):
         }
 
     def parts(self, w: tf.Tensor, weights: dict[str, Any]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        if "offset" not in weights or "log_scale" not in weights:
+            raise ValueError("BiasedWeights needs its trained variables: call integer_form(kernel, weights) "
+                             "with the dict build() returned, or use tfxbar.quantized_kernels(model)[i]"
+                             ".integer_form()")
         per_param = float(np.prod([d for d in w.shape])) / float(np.prod(weights["offset"].shape))
         scale = self._positive(tf.exp(tf.convert_to_tensor(weights["log_scale"])))
         offset = scale_gradient(tf.convert_to_tensor(weights["offset"]),

@@ -380,7 +380,12 @@ def install(model: keras.Model, state: VariationState, device: DeviceModel,
                          "tfxbar.quantize_model first")
     quantizers = [k.quantizer for k in kernels]
     if len({id(q) for q in quantizers}) != len(quantizers):
-        raise ValueError("two kernels share one quantizer object; give each layer its own")
+        owners: dict[int, list[str]] = {}
+        for k in kernels:
+            owners.setdefault(id(k.quantizer), []).append(k.layer.name)
+        shared = ", ".join(" and ".join(names) for names in owners.values() if len(names) > 1)
+        raise ValueError(f"layers {shared} share one quantizer object, so their noise could not be told "
+                         "apart; give each layer its own quantizer instance")
     saved = [(q, q.cell_noise) for q in quantizers]
     for index, q in enumerate(quantizers):
         q.cell_noise = CellNoise(state, device, index, at_inference, jit_compile)
