@@ -61,13 +61,33 @@ def test_export_info_check_run(files, capsys) -> None:  # noqa: ANN001
                  "--mode", "hardware", "--acc-bits", "12"]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "overflows" in out
-    assert main(["run", files["program"], "--inputs", files["codes"], "--labels", files["labels"],
-                 "--min-accuracy", "1.01"]) == 1
+    wrong = os.path.join(files["folder"], "wrong.npy")
+    np.save(wrong, np.full(64, -1))  # no prediction matches: accuracy 0, below any --min-accuracy > 0
+    assert main(["run", files["program"], "--inputs", files["codes"], "--labels", wrong,
+                 "--min-accuracy", "0.5"]) == 1
+
+
+def test_export_calibrated_defaults_to_a_train_slice(files, capsys, monkeypatch) -> None:  # noqa: ANN001
+    from tfxbar import datasets
+
+    requested = []
+
+    def fake_load(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+        requested.append((name, split))
+        return pixel_codes(64)[0][..., 0], np.zeros(64, np.int64)  # (N, H, W) like MNIST
+
+    monkeypatch.setattr(datasets, "load", fake_load)
+    path = os.path.join(files["folder"], "calibrated.xbar")
+    argv = ["export", files["model"], "-o", path, "--adc-range", "calibrated", "--adc-bits", "4",
+            "--representative-dataset", "mnist", "--representative-limit", "32"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert requested == [("mnist", "train[:10000]")]  # calibration never looks at the test split
+    assert tfxbar.load_program(path).header["options"]["adc_range"] == "calibrated"
 
 
 @pytest.mark.parametrize("argv,message", [
     (["check", "missing.xbar"], "no such program file"),
-    (["info", "{bad}"], "not a readable .npz"),
+    (["info", "{bad}"], "is not a tfxbar program file (expected a .xbar written by `tfxbar export`)"),
     (["export", "{program}", "-o", "{folder}/x.xbar"], "cannot load model"),
     (["check", "{program}", "--acc-bits", "99"], "2..64"),
     (["check", "{program}", "--policy", "data"], "needs --calibration"),

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["COMMAND_MODULES", "EXIT_ERROR", "EXIT_OK", "EXIT_VIOLATION", "CommandError", "build_parser",
            "main"]
@@ -36,9 +37,19 @@ class CommandError(Exception):
     """A user-facing error: printed as one line on stderr, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the project's error style); --help still shows usage.
+
+    Subparsers inherit the class (``add_subparsers`` defaults to the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfxbar",
         description="Export tfxbar-quantized tf_keras models to crossbar programs, check their "
                     "accumulator bounds, run and inspect them.",

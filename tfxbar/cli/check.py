@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tfxbar.cli import EXIT_OK, EXIT_VIOLATION, CommandError
-from tfxbar.cli._common import add_data_arguments, load_inputs, open_program
+from tfxbar.cli._common import add_data_arguments, int_range, load_inputs, open_program
 
 __all__ = ["register"]
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="example: tfxbar check mnist.xbar --acc-bits 16 --calibration-dataset mnist "
                "--calibration-limit 1000")
     parser.add_argument("program", help="program file (.xbar, written by `tfxbar export`)")
-    parser.add_argument("--acc-bits", type=int, default=None, metavar="P",
+    parser.add_argument("--acc-bits", type=int_range(2, 64), default=None, metavar="P",
                         help="signed accumulator width to check against (default: the program's)")
     parser.add_argument("--policy", choices=("static", "data"), default="static",
                         help="decide violations from the worst-case bounds (default, sound) or from the "
@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from tfxbar.check import check_program
 
     program = open_program(args.program)
-    if args.acc_bits is not None and not 2 <= args.acc_bits <= 64:
-        raise CommandError(f"--acc-bits must be in 2..64, got {args.acc_bits}")
-    codes, _ = load_inputs(args, program.header["input"]["shape"], prefix="calibration_")
+    codes, _ = load_inputs(args, program.header["input"], prefix="calibration_")
     if args.policy == "data" and codes is None:
         raise CommandError("--policy data needs --calibration-dataset or --calibration-inputs")
     report = check_program(program, args.acc_bits, codes, policy=args.policy, per_column=args.per_column)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from tfxbar.cli import EXIT_OK
-from tfxbar.cli._common import add_data_arguments, load_inputs, open_program
+from tfxbar.cli._common import add_batch_size_argument, add_data_arguments, load_inputs, open_program
 
 __all__ = ["register", "run"]
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--png", metavar="FILE", help="write the per-layer energy breakdown (PNG)")
     parser.add_argument("--energy", metavar="FILE", help="JSON or TOML file of EnergyModel fields")
-    parser.add_argument("--batch-size", type=int, default=128, help="interpreter batch size")
+    add_batch_size_argument(parser, 128)
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     program = open_program(args.program)
     energy = EnergyModel.from_file(args.energy) if args.energy else EnergyModel()
-    codes, _ = load_inputs(args, program.header["input"]["shape"])
+    codes, _ = load_inputs(args, program.header["input"])
     report = summary(program, data=codes, energy=energy, batch_size=args.batch_size)
     print(report.to_json() if args.json else report)
     if args.png:

@@ -8,7 +8,14 @@ import time
 import numpy as np
 
 from tfxbar.cli import EXIT_OK, EXIT_VIOLATION, CommandError
-from tfxbar.cli._common import add_data_arguments, load_inputs, open_program
+from tfxbar.cli._common import (
+    add_batch_size_argument,
+    add_data_arguments,
+    fraction,
+    int_range,
+    load_inputs,
+    open_program,
+)
 
 __all__ = ["register"]
 
@@ -21,16 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "top-1 accuracy, throughput and, in hardware mode, ADC clips and overflows.",
         epilog="example: TFXBAR_DATA_DIR=/data tfxbar run mnist.xbar --dataset mnist --mode hardware")
     parser.add_argument("program", help="program file")
-    add_data_arguments(parser)
-    parser.add_argument("--labels", metavar="FILE.npy", help="integer labels for --inputs")
-    parser.add_argument("--mode", choices=("ideal", "hardware"), default="ideal", help="interpreter mode")
-    parser.add_argument("--acc-bits", type=int, default=None, metavar="P",
-                        help="hardware accumulator width (default: the program's)")
+    add_data_arguments(parser, labels=True)
+    parser.add_argument("--mode", choices=("ideal", "hardware"), default="ideal",
+                        help="interpreter mode (default: ideal)")
+    parser.add_argument("--acc-bits", type=int_range(2, 64), default=None, metavar="P",
+                        help="accumulator width, --mode hardware only (default: the program's)")
     parser.add_argument("--acc-mode", choices=("saturate", "wrap"), default=None,
-                        help="hardware accumulator overflow behaviour (default: the program's)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--min-accuracy", type=float, default=None, metavar="A",
-                        help="exit 1 if the accuracy is below A (a fraction, e.g. 0.98)")
+                        help="accumulator overflow behaviour, --mode hardware only (default: the program's)")
+    add_batch_size_argument(parser, 256)
+    parser.add_argument("--min-accuracy", type=fraction, default=None, metavar="A",
+                        help="exit 1 if the accuracy is below A (a fraction in [0, 1], e.g. 0.98)")
     parser.set_defaults(handler=run)
     return parser
 
@@ -38,18 +45,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from tfxbar.export.interpreter import Interpreter
 
-    program = open_program(args.program)
-    if args.batch_size < 1:
-        raise CommandError("--batch-size must be at least 1")
-    if args.acc_bits is not None and not 2 <= args.acc_bits <= 64:
-        raise CommandError(f"--acc-bits must be in 2..64, got {args.acc_bits}")
-    if not args.dataset and not (args.inputs and args.labels):
+    if not args.dataset and not args.inputs:
         raise CommandError("give --dataset NAME, or --inputs FILE.npy with --labels FILE.npy")
-    codes, labels = load_inputs(args, program.header["input"]["shape"])
-    if args.inputs:
-        labels = np.load(args.labels, allow_pickle=False)[:len(codes)]
-        if labels.shape != (len(codes),):
-            raise CommandError(f"--labels has shape {labels.shape}, expected ({len(codes)},)")
+    if args.inputs and not args.labels:  # run measures accuracy: inputs alone are not enough
+        raise CommandError("--inputs needs --labels FILE.npy (one integer label per input)")
+    if args.mode == "ideal":  # the ideal interpreter has an exact accumulator: these would be ignored
+        options = (("--acc-bits", args.acc_bits), ("--acc-mode", args.acc_mode))
+        given = [flag for flag, value in options if value is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise CommandError(f"{' and '.join(given)} only {verb} to --mode hardware (ideal mode "
+                               "accumulates exactly); add --mode hardware")
+    program = open_program(args.program)
+    codes, labels = load_inputs(args, program.header["input"])
     interpreter = Interpreter(program, args.mode, accumulator_bits=args.acc_bits,
                               accumulator_mode=args.acc_mode)
     start = time.perf_counter()

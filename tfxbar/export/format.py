@@ -19,7 +19,7 @@ import numpy as np
 from tfxbar.export.errors import FormatError
 from tfxbar.export.schema import check_header, expected_arrays
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Program", "load_program"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Program", "load_program", "quantize_codes"]
 
 FORMAT_NAME = "tfxbar-program"
 FORMAT_VERSION = 1
@@ -67,8 +67,7 @@ class Program:
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Integer input codes of real inputs `x`: clip(round(x / scale), 0, 2^bits − 1)."""
         spec = self.header["input"]
-        v = np.clip(np.asarray(x, np.float32) / np.float32(spec["scale"]), 0, 2 ** spec["bits"] - 1)
-        return np.round(v).astype(np.int64)
+        return quantize_codes(x, spec["bits"], spec["scale"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Validate, then write the program to `path` atomically (temp file + rename).
@@ -114,6 +113,12 @@ class Program:
             lines.append(f"  {i:2d} {op['kind']:10s} {op['name']:24s} "
                          f"{op['in_shape']} -> {op['out_shape']}{extra}")
         return "\n".join(lines)
+
+
+def quantize_codes(x: np.ndarray, bits: int, scale: float) -> np.ndarray:
+    """clip(round(x / scale), 0, 2^bits − 1) in float32, as the model's input quantizer computes it."""
+    v = np.clip(np.asarray(x, np.float32) / np.float32(scale), 0, 2 ** bits - 1)
+    return np.round(v).astype(np.int64)
 
 
 def _umask() -> int:
