@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tfxbar.atomic import write_atomically
 from tfxbar.cli import EXIT_OK, EXIT_VIOLATION, CommandError
 from tfxbar.cli._common import add_data_arguments, int_range, load_inputs, open_program
 
@@ -47,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report)
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as handle:
-                handle.write(report.to_json())
+            text = report.to_json().encode("utf-8")
+            write_atomically(args.json, lambda handle: handle.write(text))
     if not report.ok:
         print(f"tfxbar check: {len(report.violations)} violation(s) for a {report.accumulator_bits}-bit "
               "accumulator", file=sys.stderr)

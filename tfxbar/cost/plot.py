@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from tfxbar.atomic import write_atomically
 from tfxbar.cost.energy import ENERGY_KINDS
 from tfxbar.cost.summary import Summary, _unit
 
@@ -58,7 +59,7 @@ def plot_energy(report: Summary, path: str | os.PathLike[str], *, title: str | N
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
+    finally:
+        plt.close(fig)

@@ -6,16 +6,15 @@ Numpy only — no TensorFlow, never pickle. `Program.save` validates and writes 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from tfxbar.atomic import write_atomically
 from tfxbar.export.errors import FormatError
 from tfxbar.export.schema import check_header, expected_arrays
 
@@ -81,28 +80,7 @@ class Program:
         text = json.dumps(self.header, allow_nan=False, sort_keys=True)
         payload = {HEADER_KEY: np.frombuffer(text.encode("utf-8"), np.uint8)}
         payload.update(self.arrays)
-        folder = os.path.dirname(os.path.abspath(path))
-        # Errors name `path`, not the temporary file next to it.
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, "is a directory; give a file name", path)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(errno.ENOENT, f"its folder {folder} does not exist", path)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tfxbar-", suffix=".tmp")
-        except OSError as exc:
-            raise type(exc)(exc.errno, f"cannot write in {folder}: {exc.strerror}", path) from None
-        try:
-            # mkstemp creates the file readable by its owner only; give it the usual mode.
-            os.chmod(tmp, 0o666 & ~_umask())
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, lambda handle: np.savez(handle, **payload))
 
     def summary(self) -> str:
         """One line per op: name, kind, shapes."""
@@ -119,13 +97,6 @@ def quantize_codes(x: np.ndarray, bits: int, scale: float) -> np.ndarray:
     """clip(round(x / scale), 0, 2^bits − 1) in float32, as the model's input quantizer computes it."""
     v = np.clip(np.asarray(x, np.float32) / np.float32(scale), 0, 2 ** bits - 1)
     return np.round(v).astype(np.int64)
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it: put straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_program(path: str | os.PathLike[str]) -> Program:

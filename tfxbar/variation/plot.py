@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfxbar.atomic import write_atomically
 from tfxbar.variation.evaluate import VariationResult
 
 __all__ = ["plot_robustness"]
@@ -54,5 +55,4 @@ def plot_robustness(curves: Mapping[str, Mapping[float, VariationResult]
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), format="png")
-    return os.fspath(path)
+    return write_atomically(path, lambda handle: fig.savefig(handle, format="png"))
