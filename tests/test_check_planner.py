@@ -98,3 +98,20 @@ def test_a2q_model_fits_its_accumulator_for_any_input() -> None:
     codes, _ = pixel_codes(32)
     report = check_program(program, accumulator_bits, calibration=codes)
     assert report.ok, str(report)
+
+
+def test_fan_in_counts_groups_depthwise_and_average_pooling_window_sums() -> None:
+    """The worst case must be computed from what the accumulator really sums: a grouped kernel is
+    already (kh, kw, C/groups, out); a depthwise kernel sums kh·kw; and an average pooling between a
+    layer and its input quantizer feeds it integer window sums (pool area × the code range)."""
+    inputs = keras.Input((8, 8, 16))
+    h = keras.layers.Conv2D(8, 3, groups=4, name="grouped")(inputs)
+    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.AveragePooling2D(2)(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(3, name="head")(h)
+    plan = tfxbar.plan_bitwidths(keras.Model(inputs, outputs), 16)
+    assert plan.layers["grouped"].fan_in == 3 * 3 * 4
+    assert plan.layers["depthwise"].fan_in == 3 * 3
+    assert plan.layers["head"].fan_in == (2 * 2 * 8) * (2 * 2)   # 32 features, each a 2×2 window sum

@@ -3,8 +3,9 @@
 P5 (de Bruin et al., 2020) quantizes for accumulator-constrained hardware by maximizing the
 input and weight bit widths *subject to* the accumulator size, and only considers
 configurations that use the accumulator fully. For a crossbar layer with fan-in K (the rows
-of its weight matrix: Dense inputs, or kh·kw·C for Conv2D, kh·kw for DepthwiseConv2D), we
-assume
+of its weight matrix: Dense inputs, or kh·kw·C for Conv2D, kh·kw for DepthwiseConv2D; times
+the window size k of any average pooling between the layer and its input quantizer, whose
+integer window sums reach k·(2^N − 1)), we assume
 
 - unsigned N-bit input codes, 0 ≤ x ≤ 2^N − 1 (tfxbar's ClippedRound after a ReLU; signed
   inputs, |x| ≤ 2^(N−1), with ``input_signed=True``);
@@ -36,6 +37,7 @@ import tf_keras as keras
 
 from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
+from tfxbar.scheme.plan import _VALUE_PRESERVING, _producer
 
 __all__ = ["BitwidthPlan", "LayerBitwidths", "a2q_l1_bound", "fits", "plan_bitwidths"]
 
@@ -139,12 +141,30 @@ class BitwidthPlan:
 
 
 def _fan_in(layer: keras.layers.Layer) -> int:
+    """Products one output sums: Dense inputs, kh·kw·C_in/groups for Conv2D (its kernel is
+    already (kh, kw, C_in/groups, out)), kh·kw for DepthwiseConv2D."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return int(layer.depthwise_kernel.shape[0]) * int(layer.depthwise_kernel.shape[1])
     shape = [int(d) for d in layer.kernel.shape]
     if isinstance(layer, keras.layers.Dense):
         return shape[0]
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return shape[0] * shape[1]
-    return shape[0] * shape[1] * shape[2] // max(1, getattr(layer, "groups", 1))
+    return shape[0] * shape[1] * shape[2]
+
+
+def _window_sums(graph_layer: keras.layers.Layer) -> int:
+    """How many quantized codes each input of `graph_layer` sums: average pooling between a
+    crossbar layer and its input quantizer reaches the crossbar as integer window sums (the
+    exporter folds 1/k into the scales), so its inputs go up to k·(2^N − 1)."""
+    factor, node = 1, _producer(graph_layer)
+    while True:
+        inner = node.layer if isinstance(node, tfmot_api.QuantizeWrapper) else node
+        if isinstance(inner, keras.layers.AveragePooling2D):
+            factor *= int(inner.pool_size[0]) * int(inner.pool_size[1])
+        elif isinstance(inner, keras.layers.GlobalAveragePooling2D):
+            factor *= int(inner.input_shape[1]) * int(inner.input_shape[2])
+        elif not isinstance(inner, _VALUE_PRESERVING):
+            return factor
+        node = _producer(node)
 
 
 def _pareto(fan_in: int, accumulator_bits: int, signed: bool, input_range: range,
@@ -190,7 +210,7 @@ def plan_bitwidths(model: keras.Model, accumulator_bits: int = 16, *, objective:
         layer = wrapper.layer if isinstance(wrapper, tfmot_api.QuantizeWrapper) else wrapper
         if not isinstance(layer, _CROSSBAR):
             continue
-        k = _fan_in(layer)
+        k = _fan_in(layer) * _window_sums(wrapper)
         inputs = range(pinned[layer.name], pinned[layer.name] + 1) if layer.name in pinned else range(
             1, max_input_bits + 1)
         pareto = _pareto(k, accumulator_bits, input_signed, inputs, range(2, max_weight_bits + 1))
