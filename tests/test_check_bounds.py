@@ -214,3 +214,17 @@ print(check_program(load_program({str(path)!r})).ok)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_observed_adc_bits_are_those_of_the_code_after_the_step() -> None:
+    """With a coarser ADC step (adc_shift 2), the data policy compares the observed ADC code, not
+    the raw partial sum, with the ADC's bits: (63 + 2) >> 2 = 16 fits a 5-bit ADC, no clip."""
+    codes = np.array([[7], [7], [7]])
+    program = make_program(codes, input_bits=2, tile_rows=4, tile_cols=4, adc_bits=5, adc_shift=2)
+    x = np.full((1, 3), 3)
+    hardware = Interpreter(program, "hardware")
+    hardware.run(x)
+    assert sum(s["adc_clips"] for s in hardware.stats.values()) == 0
+    report = check_program(program, 16, calibration=x, policy="data")
+    adc = [row for row in report.rows if row.quantity == "adc"]
+    assert adc and all(row.observed_bits == 5 and row.status != "clips" for row in adc)

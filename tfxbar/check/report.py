@@ -188,9 +188,11 @@ def _adc_rows(b: CrossbarBounds, seen: ObservedBounds | None, program: Program,
         for i in picks:
             row = {"layer": b.name, "quantity": "adc", "tile": t, "column": int(cols[i]), "lo": 0,
                    "hi": int(top[i]), "bits": int(bits[i]), "budget": b.adc_bits, "tight": True}
-            if seen is not None:
-                peak = int(seen.adc[t].max(axis=(0, 1))[i])
-                row.update(observed_lo=0, observed_hi=peak, observed_bits=unsigned_bits(peak))
+            if seen is not None:   # bits of the observed ADC code, as the static bits: after the step
+                shift = arrays[f"tile{t}.adc_shift"].astype(np.int64)
+                observed = (seen.adc[t] + ((1 << shift) >> 1)) >> shift
+                row.update(observed_lo=0, observed_hi=int(seen.adc[t].max(axis=(0, 1))[i]),
+                           observed_bits=unsigned_bits(int(observed.max(axis=(0, 1))[i])))
             out.append(row)
     return out
 
