@@ -75,7 +75,18 @@ def _mutations(program: Program) -> dict[str, tuple]:
                               "tile0.cells"),
         "row map out of range": ((lambda h, a: a[f"op{xbar}.tile0.rows"].__setitem__(0, 10 ** 6)),
                                  "tile0.rows"),
-        "duplicate tile rows": ((lambda h, a: a[f"op{xbar}.tile0.rows"].__setitem__(1, 0)), "tiles"),
+        "duplicate tile rows": ((lambda h, a: a[f"op{xbar}.tile0.rows"].__setitem__(1, 0)), "tile0.rows"),
+        # A repeated index hidden by an otherwise complete cover: rows [0, 0, …] in one tile.
+        "repeated row in a tile": ((lambda h, a: a.__setitem__(f"op{xbar}.tile0.rows", np.concatenate(
+            [a[f"op{xbar}.tile0.rows"][:1], a[f"op{xbar}.tile0.rows"][:-1]]).astype(np.int32))),
+            "tile0.rows"),
+        "float polarities": ((lambda h, a: h["ops"][xbar]["attrs"].__setitem__(
+            "polarities", [float(v) for v in h["ops"][xbar]["attrs"]["polarities"]])), "polarities"),
+        "empty input shape": ((lambda h, a: h["input"].__setitem__("shape", [])), "input.shape"),
+        "weights beyond 32 bits": ((lambda h, a: h["ops"][xbar]["attrs"].update(slices=8, slice_bits=8)),
+                                   "slices"),
+        "lossless ADC below its bits": ((lambda h, a: h["ops"][xbar]["attrs"].update(
+            adc_range="lossless", adc_bits=1, adc_bits_lossless=6)), "adc_bits"),
         "non-monotone thresholds": ((lambda h, a: a[f"op{thr}.thresholds"].__setitem__(
             (0, slice(None)), np.arange(3)[::-1])), "thresholds"),
         "bad direction": ((lambda h, a: a[f"op{thr}.direction"].__setitem__(0, 0)), "direction"),
@@ -96,7 +107,9 @@ CASES = ["wrong version", "version as string", "wrong format name", "missing hea
          "extra header field", "extra op attr", "missing op attr", "unknown kind", "bad shape chain",
          "missing array", "extra array", "wrong dtype", "wrong shape", "code out of range",
          "row map out of range", "duplicate tile rows", "non-monotone thresholds", "bad direction",
-         "negative scale", "bad option", "bool as int", "offset outside the bounds", "bounds too narrow"]
+         "negative scale", "bad option", "bool as int", "offset outside the bounds", "bounds too narrow",
+         "repeated row in a tile", "float polarities", "empty input shape", "weights beyond 32 bits",
+         "lossless ADC below its bits"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -248,3 +261,17 @@ def test_loader_fuzz(program: Program, data: st.DataObject) -> None:
     codes, _ = pixel_codes(4)
     out = tfxbar.Interpreter(loaded).run(codes)  # a file that loads must run, and sensibly
     assert out.shape[0] == len(codes) and np.all(np.isfinite(out))
+
+
+def test_differential_crossbar_with_an_offset_is_refused() -> None:
+    """Without a reference column there is no Σx to subtract B·Σx from: ideal mode (which did)
+    and hardware mode (which could not) disagreed on such a file."""
+    from check_toys import make_program
+
+    program = make_program(np.array([[1, -2], [3, 0]]))
+    arrays = dict(program.arrays)
+    index = _first(program, "crossbar")
+    arrays[f"op{index}.offset_num"] = np.array([1, 0], np.int64)
+    arrays[f"op{index}.acc_lo"] = arrays[f"op{index}.acc_lo"] - 100   # keep the bounds containing
+    with pytest.raises(tfxbar.FormatError, match="offset_num: must be 0 without a reference column"):
+        Program(program.header, arrays)

@@ -544,6 +544,23 @@ def test_accumulator_bounds_as_wide_as_int64_run_like_tight_ones(models) -> None
                                   tfxbar.Interpreter(program, workers=1).run(codes))
 
 
+def test_hardware_mode_is_exact_for_inputs_beyond_float32() -> None:
+    """A sum-pooled 16-bit input reaches 300·65535 > 2^24 in one DAC cycle: its bit-planes must not
+    be rounded to float32 on the way to the tile GEMM."""
+    from check_toys import make_program
+
+    codes = np.array([[1, -1], [2, 3]])
+    program = make_program(codes, input_bits=16, pool=300, tile_rows=4, tile_cols=4)
+    x = np.random.default_rng(0).integers(60000, 65536, (3, 1, 300, 2))
+    exact = x.sum(axis=(1, 2)) @ codes
+    crossbar = next(op for op in program.ops if op["kind"] == "crossbar")
+    bits = crossbar["attrs"]["acc_bits_required"] + 1   # modelled, not the proven-ideal shortcut
+    for interpreter in (tfxbar.Interpreter(program, "hardware", workers=1, accumulator_bits=bits),
+                        tfxbar.Interpreter(program, "hardware", workers=1,
+                                           conductances=lambda name, tile, cells: cells.astype(float))):
+        np.testing.assert_array_equal(interpreter.run(x), exact)
+
+
 def test_batch_size_must_be_positive() -> None:
     from check_toys import make_program
 

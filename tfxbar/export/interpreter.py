@@ -380,7 +380,9 @@ class Interpreter:
         if cycles > 1:
             codes = x.astype(np.int32 if attrs["input_max"] < 2 ** 31 else np.int64)
             x = np.concatenate([(codes >> (dac * j)) & ((1 << dac) - 1) for j in range(cycles)])
-        return xbar.patches(x, np.float32)[0]
+        # float32 holds every plane value exactly below 2^24 (e.g. not a wide sum-pooled input).
+        top = (1 << dac) - 1 if cycles > 1 else attrs["input_max"]
+        return xbar.patches(x, np.float32 if top < 2 ** 24 else np.float64)[0]
 
     @staticmethod
     def _float_adc(partial: np.ndarray, inv_step: np.ndarray | None, top: int, signed: bool,

@@ -91,7 +91,8 @@ def check_header(header: Any) -> None:
     _keys(spec, "input", {"name", "shape", "bits", "scale"})
     if not isinstance(spec["name"], str):
         _fail("input.name", "must be a string")
-    _ints(spec["shape"], "input.shape", None, lo=1)
+    if not _ints(spec["shape"], "input.shape", None, lo=1):
+        _fail("input.shape", "must not be empty (one example's shape, e.g. [28, 28, 1])")
     _int(spec["bits"], "input.bits", 1, 16)
     if _num(spec["scale"], "input.scale") <= 0:
         _fail("input.scale", "must be > 0")
@@ -170,22 +171,30 @@ def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, o
         _fail(f"{a}.input_max", f"{attrs['input_max']} is below the previous op's out_max {top}")
     mapping = _choice(attrs["mapping"], f"{a}.mapping", ("differential", "offset"))
     want = [1, -1] if mapping == "differential" else [1]
-    if attrs["polarities"] != want:
-        _fail(f"{a}.polarities", f"must be {want} for the {mapping} mapping")
+    polarities = attrs["polarities"]
+    if (not isinstance(polarities, list) or polarities != want
+            or any(type(v) is not int for v in polarities)):   # 1.0 == 1 and True == 1 in Python
+        _fail(f"{a}.polarities", f"must be the integers {want} for the {mapping} mapping")
     if _choice(attrs["reference"], f"{a}.reference", (True, False)) != (mapping == "offset"):
         _fail(f"{a}.reference", "must be true exactly for the offset mapping")
-    _int(attrs["slices"], f"{a}.slices", 1, 16)
-    _int(attrs["slice_bits"], f"{a}.slice_bits", 1, 8)
-    _int(attrs["offset_shift"], f"{a}.offset_shift", 0, 24)
+    slices = _int(attrs["slices"], f"{a}.slices", 1, 16)
+    slice_bits = _int(attrs["slice_bits"], f"{a}.slice_bits", 1, 8)
+    shift = _int(attrs["offset_shift"], f"{a}.offset_shift", 0, 24)
+    if slices * slice_bits + shift > 32:   # weights (2^(S·b) − 1)·2^f must stay far inside int64
+        _fail(f"{a}.slices", f"slices·slice_bits + offset_shift = {slices * slice_bits + shift} "
+                             "exceeds 32 bits of weight magnitude")
     input_bits = _int(attrs["input_bits"], f"{a}.input_bits", 1, 32)
     if input_bits != int(attrs["input_max"]).bit_length():
         _fail(f"{a}.input_bits", "must be the bit length of input_max")
     dac = _int(attrs["dac_bits"], f"{a}.dac_bits", 1, input_bits)
     if _int(attrs["dac_cycles"], f"{a}.dac_cycles", 1) != -(-input_bits // dac):
         _fail(f"{a}.dac_cycles", "must be ceil(input_bits / dac_bits)")
-    _choice(attrs["adc_range"], f"{a}.adc_range", ("lossless", "clip", "calibrated"))
-    _int(attrs["adc_bits"], f"{a}.adc_bits", 1, 62)
-    _int(attrs["adc_bits_lossless"], f"{a}.adc_bits_lossless", 1, 62)
+    adc_range = _choice(attrs["adc_range"], f"{a}.adc_range", ("lossless", "clip", "calibrated"))
+    adc_bits = _int(attrs["adc_bits"], f"{a}.adc_bits", 1, 62)
+    lossless_bits = _int(attrs["adc_bits_lossless"], f"{a}.adc_bits_lossless", 1, 62)
+    if adc_range == "lossless" and lossless_bits > adc_bits:
+        _fail(f"{a}.adc_bits", f"{adc_bits} bits are below adc_bits_lossless={attrs['adc_bits_lossless']} "
+                               "although adc_range is 'lossless'")
     _int(attrs["acc_bits_required"], f"{a}.acc_bits_required", 1, 64)
     tiles = attrs["tiles"]
     if not isinstance(tiles, list) or not tiles:
@@ -330,9 +339,16 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
             _fail(name, "acc_hi must be >= acc_lo")
         count = np.zeros((attrs["rows"], attrs["cols"]), np.int32)
         for t in range(len(attrs["tiles"])):
+            for axis in ("rows", "cols"):   # a repeated index would be counted once below
+                index = arrays[f"{p}tile{t}.{axis}"]
+                if len(np.unique(index)) != len(index):
+                    _fail(f"{p}tile{t}.{axis}", "must not repeat an index")
             count[np.ix_(arrays[f"{p}tile{t}.rows"], arrays[f"{p}tile{t}.cols"])] += 1
         if np.any(count != 1):
             _fail(f"{p}tiles", "the tiles' row/column maps must cover every weight exactly once")
+        if not attrs["reference"] and np.any(arrays[f"{p}offset_num"] != 0):
+            _fail(f"{p}offset_num", "must be 0 without a reference column (the differential mapping "
+                                    "has no Σx to subtract it from)")
         if attrs["reference"]:
             seen = np.zeros(attrs["rows"], np.int32)
             for t, tile in enumerate(attrs["tiles"]):
