@@ -228,3 +228,19 @@ def test_observed_adc_bits_are_those_of_the_code_after_the_step() -> None:
     report = check_program(program, 16, calibration=x, policy="data")
     adc = [row for row in report.rows if row.quantity == "adc"]
     assert adc and all(row.observed_bits == 5 and row.status != "clips" for row in adc)
+
+
+def test_reference_column_adc_has_its_own_row() -> None:
+    """The reference column's ADC converts Σx of its tile's rows (here 3·3 = 9 > a 2-bit ADC's 3):
+    it clips in hardware mode, and the checker must say so."""
+    codes = np.array([[1, 0], [0, 1], [0, 0]])
+    program = make_program(codes, mapping="offset", offset_num=np.array([0, 0]), input_bits=2, tile_rows=4,
+                           tile_cols=4, adc_bits=2)
+    x = np.full((1, 3), 3)
+    hardware = Interpreter(program, "hardware")
+    hardware.run(x)
+    assert sum(s["adc_clips"] for s in hardware.stats.values()) == 1
+    for report in (check_program(program, 16), check_program(program, 16, calibration=x, policy="data")):
+        ref = [row for row in report.rows if row.quantity == "adc" and row.column == "ref"]
+        assert len(ref) == 1 and ref[0].hi == 9 and ref[0].bits == 4 and ref[0].status == "clips"
+    assert ref[0].observed_hi == 9 and ref[0].observed_bits == 4

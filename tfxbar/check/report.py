@@ -33,12 +33,13 @@ _SIGNED = ("out", "acc", "ref")
 
 @dataclasses.dataclass
 class Row:
-    """One bound: layer, quantity, tile (None: whole layer), column (output channel)."""
+    """One bound: layer, quantity, tile (None: whole layer), column (output channel; ``"ref"``:
+    the tile's reference column)."""
 
     layer: str
     quantity: str
     tile: int | None
-    column: int | None
+    column: int | str | None
     lo: int
     hi: int
     bits: int
@@ -193,6 +194,16 @@ def _adc_rows(b: CrossbarBounds, seen: ObservedBounds | None, program: Program,
                 observed = (seen.adc[t] + ((1 << shift) >> 1)) >> shift
                 row.update(observed_lo=0, observed_hi=int(seen.adc[t].max(axis=(0, 1))[i]),
                            observed_bits=unsigned_bits(int(observed.max(axis=(0, 1))[i])))
+            out.append(row)
+        if b.ref[t] is not None:   # the reference column's own ADC (Σx of the tile's rows)
+            step = int(arrays[f"tile{t}.ref_shift"][0])
+            code = (b.ref[t] + ((1 << step) >> 1)) >> step
+            row = {"layer": b.name, "quantity": "adc", "tile": t, "column": "ref", "lo": 0,
+                   "hi": int(b.ref[t]), "bits": unsigned_bits(int(code)), "budget": b.adc_bits, "tight": True}
+            if seen is not None and seen.ref[t] is not None:
+                peak = int(seen.ref[t])
+                row.update(observed_lo=0, observed_hi=peak,
+                           observed_bits=unsigned_bits((peak + ((1 << step) >> 1)) >> step))
             out.append(row)
     return out
 
