@@ -81,3 +81,14 @@ def test_png(program, tmp_path) -> None:
     s = tfxbar.summary(program, data=np.array([[0, 2, 0, 0]]))
     path = tfxbar.cost.plot_energy(s, tmp_path / "e.png")
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_all_zero_inputs_give_valid_json_and_a_readable_table() -> None:
+    """No energy spent on the data: the efficiency gain is undefined (null), not JSON's invalid
+    Infinity."""
+    program = dense_program(W_4x3, tile_rows=2, tile_cols=2, input_bits=2, dac_bits=1)
+    report = tfxbar.summary(program, data=np.zeros((4, 4), np.int64))
+    strict = json.loads(report.to_json(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    totals = strict["totals"]
+    assert totals["efficiency_gain"] is None
+    assert "spent no energy" in str(report)

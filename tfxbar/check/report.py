@@ -242,7 +242,8 @@ def check_program(program: Program, accumulator_bits: int | None = None, calibra
         ValueError: bad `accumulator_bits`/`policy`, ``policy="data"`` without calibration, or
             calibration inputs that do not fit the program.
     """
-    budget = int(accumulator_bits or program.header["options"]["accumulator_bits"])
+    default = program.header["options"]["accumulator_bits"]
+    budget = int(default if accumulator_bits is None else accumulator_bits)   # 0 is an error, not "default"
     if not 2 <= budget <= 64:
         raise ValueError(f"accumulator_bits must be in 2..64, got {budget}")
     if policy not in ("static", "data"):

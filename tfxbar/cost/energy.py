@@ -177,6 +177,8 @@ class EnergyModel:
                 raise ValueError(f"energy config {path!r} must be a .json or .toml file")
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ValueError(f"energy config {path!r} is not valid: {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read energy config {path!r}: {exc.strerror or exc}") from None
         return cls.from_dict(fields)
 
 

@@ -6,7 +6,7 @@ import os
 
 from tfxbar.atomic import write_atomically
 from tfxbar.cost.energy import ENERGY_KINDS
-from tfxbar.cost.summary import Summary, _unit
+from tfxbar.cost.summary import Summary, _gain, _unit
 
 __all__ = ["plot_energy"]
 
@@ -55,7 +55,7 @@ def plot_energy(report: Summary, path: str | os.PathLike[str], *, title: str | N
         if report.measured:
             title += (f"; sparsity-aware (hatched) {sum(totals['energy_sparse'].values()) / scale:,.2f} "
                       f"{unit}, "
-                      f"ADC −{totals['adc_reduction'] * 100:.0f}%, ×{totals['efficiency_gain']:.2f}")
+                      f"ADC −{totals['adc_reduction'] * 100:.0f}%, {_gain(totals['efficiency_gain'])}")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

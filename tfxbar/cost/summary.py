@@ -69,7 +69,8 @@ class Summary:
             dense, sparse = out["energy_dense"], out["energy_sparse"]
             out["adc_reduction"] = 1 - sparse["adc"] / dense["adc"] if dense["adc"] else 0.0
             total = sum(sparse.values())
-            out["efficiency_gain"] = sum(dense.values()) / total if total else float("inf")
+            # None when the data spent no energy at all (all-zero inputs): JSON has no infinity.
+            out["efficiency_gain"] = sum(dense.values()) / total if total else None
             out["examples"] = self.layers[0].measured.examples
         return out
 
@@ -170,7 +171,7 @@ def _table(s: Summary) -> str:
         out += [f"Energy {unit}/inference (sparse): {kinds}",
                 f"Sparsity-aware ({t['examples']} inputs): ADC conversions skipped {skip_in} (zero input "
                 f"slice) + {skip_col} (zero column); ADC energy −{t['adc_reduction'] * 100:.1f}%; "
-                f"energy efficiency ×{t['efficiency_gain']:.2f}"]
+                f"energy efficiency {_gain(t['efficiency_gain'])}"]
     return "\n".join(out)
 
 
@@ -236,3 +237,7 @@ def summary(model_or_program: Any, *, data: np.ndarray | None = None, energy: En
         for layer in layers:
             layer.measured = found[layer.name]
     return Summary(layers, energy or EnergyModel(), program.header, outputs)
+
+
+def _gain(gain: float | None) -> str:
+    return "– (the inputs spent no energy)" if gain is None else f"×{gain:.2f}"
