@@ -83,8 +83,10 @@ def _mutations(program: Program) -> dict[str, tuple]:
         "float polarities": ((lambda h, a: h["ops"][xbar]["attrs"].__setitem__(
             "polarities", [float(v) for v in h["ops"][xbar]["attrs"]["polarities"]])), "polarities"),
         "empty input shape": ((lambda h, a: h["input"].__setitem__("shape", [])), "input.shape"),
-        "weights beyond 32 bits": ((lambda h, a: h["ops"][xbar]["attrs"].update(slices=8, slice_bits=8)),
+        "weights beyond 62 bits": ((lambda h, a: h["ops"][xbar]["attrs"].update(slices=16, slice_bits=8)),
                                    "slices"),
+        "offset beyond int64's safe range": ((lambda h, a: a[f"op{xbar}.offset_num"].__setitem__(0, 2 ** 62)),
+                                             "offset_num: magnitudes must be below 2^62"),
         "lossless ADC below its bits": ((lambda h, a: h["ops"][xbar]["attrs"].update(
             adc_range="lossless", adc_bits=1, adc_bits_lossless=6)), "adc_bits"),
         "non-monotone thresholds": ((lambda h, a: a[f"op{thr}.thresholds"].__setitem__(
@@ -108,7 +110,8 @@ CASES = ["wrong version", "version as string", "wrong format name", "missing hea
          "missing array", "extra array", "wrong dtype", "wrong shape", "code out of range",
          "row map out of range", "duplicate tile rows", "non-monotone thresholds", "bad direction",
          "negative scale", "bad option", "bool as int", "offset outside the bounds", "bounds too narrow",
-         "repeated row in a tile", "float polarities", "empty input shape", "weights beyond 32 bits",
+         "repeated row in a tile", "float polarities", "empty input shape", "weights beyond 62 bits",
+         "offset beyond int64's safe range",
          "lossless ADC below its bits"]
 
 

@@ -180,9 +180,9 @@ def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, o
     slices = _int(attrs["slices"], f"{a}.slices", 1, 16)
     slice_bits = _int(attrs["slice_bits"], f"{a}.slice_bits", 1, 8)
     shift = _int(attrs["offset_shift"], f"{a}.offset_shift", 0, 24)
-    if slices * slice_bits + shift > 32:   # weights (2^(S·b) − 1)·2^f must stay far inside int64
+    if slices * slice_bits + shift > 62:   # weights (2^(S·b) − 1)·2^f must stay inside int64
         _fail(f"{a}.slices", f"slices·slice_bits + offset_shift = {slices * slice_bits + shift} "
-                             "exceeds 32 bits of weight magnitude")
+                             "exceeds 62 bits of weight magnitude")
     input_bits = _int(attrs["input_bits"], f"{a}.input_bits", 1, 32)
     if input_bits != int(attrs["input_max"]).bit_length():
         _fail(f"{a}.input_bits", "must be the bit length of input_max")
@@ -356,9 +356,18 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
                     seen[arrays[f"{p}tile{t}.rows"]] += 1
             if np.any(seen != 1):
                 _fail(f"{p}tiles", "the reference columns must cover every row exactly once")
+        # Every weight and the accumulator range must stay inside int64 (2^62, as the converter's
+        # check_bounds), or the integer arithmetic below and in any reader would wrap.
+        offset = arrays[f"{p}offset_num"]
+        if np.any(np.abs(offset.astype(np.float64)) >= 2.0 ** 62):
+            _fail(f"{p}offset_num", "magnitudes must be below 2^62")
+        weights = weight_matrix(attrs, arrays, p)
+        column_sum = float(np.abs(weights.astype(np.float64)).sum(axis=0).max(initial=0))
+        if column_sum * attrs["input_max"] >= 2.0 ** 62:
+            _fail(f"{p}tiles", "the accumulator range input_max·Σ|W| reaches 2^62; int64 would wrap")
         # The interpreter relies on these bounds (it skips clipping inside them), so they must
         # contain the true range of X = Σ W·x over all inputs x in [0, input_max].
-        lo, hi = static_bounds(weight_matrix(attrs, arrays, p), attrs["input_max"])
+        lo, hi = static_bounds(weights, attrs["input_max"])
         bad = np.flatnonzero((arrays[f"{p}acc_lo"] > lo) | (value < hi))
         if bad.size:
             n = int(bad[0])
