@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from tfxbar.export.adc import adc
 from tfxbar.export.format import Program
 from tfxbar.export.interpreter import Interpreter
 
@@ -61,11 +62,6 @@ def _empty(index: int, name: str, attrs: dict, arrays: dict[str, np.ndarray]) ->
         [0 if tile["reference"] else None for tile in attrs["tiles"]])
 
 
-def _adc(partial: np.ndarray, shift: np.ndarray, bits: int) -> np.ndarray:
-    shift = np.asarray(shift, np.int64)
-    return np.minimum((partial + ((1 << shift) >> 1)) >> shift, (1 << bits) - 1) << shift
-
-
 def _replay(seen: ObservedBounds, attrs: dict, arrays: dict[str, np.ndarray], patches: np.ndarray) -> None:
     d, cycles, b, bits = attrs["dac_bits"], attrs["dac_cycles"], attrs["slice_bits"], attrs["adc_bits"]
     acc = np.zeros((len(patches), attrs["cols"]), np.int64)
@@ -82,13 +78,13 @@ def _replay(seen: ObservedBounds, attrs: dict, arrays: dict[str, np.ndarray], pa
                 for s in range(attrs["slices"]):
                     partial = np.rint(plane.astype(np.float64) @ cells[p, s]).astype(np.int64)
                     seen.adc[t][p, s] = np.maximum(seen.adc[t][p, s], partial.max(axis=0, initial=0))
-                    acc[:, cols] += sign * (_adc(partial, shift[p, s], bits) << (b * s + d * j))
+                    acc[:, cols] += sign * (adc(partial, shift[p, s], bits)[0] << (b * s + d * j))
                     t_lo[:] = np.minimum(t_lo, acc[:, cols].min(axis=0))
                     t_hi[:] = np.maximum(t_hi, acc[:, cols].max(axis=0))
             if tile["reference"]:
                 ref = plane.sum(axis=1)
                 seen.ref[t] = max(seen.ref[t], int(ref.max(initial=0)))
-                total += _adc(ref, arrays[f"tile{t}.ref_shift"][0], bits) << (d * j)
+                total += adc(ref, arrays[f"tile{t}.ref_shift"][0], bits)[0] << (d * j)
         seen.acc_lo[cols] = np.minimum(seen.acc_lo[cols], t_lo)
         seen.acc_hi[cols] = np.maximum(seen.acc_hi[cols], t_hi)
         if tile["reference"]:

@@ -11,13 +11,12 @@ import numpy as np
 
 from tfxbar.cli import CommandError
 from tfxbar.export.errors import FormatError
-from tfxbar.export.format import HEADER_KEY, Program, load_program, quantize_codes
+from tfxbar.export.format import NOT_A_PROGRAM, Program, load_program, quantize_codes
 
 __all__ = ["add_batch_size_argument", "add_data_arguments", "data_options_given", "fraction", "int_range",
            "load_inputs", "open_program"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -69,21 +68,11 @@ def open_program(path: str) -> Program:
     try:
         return load_program(path)
     except FormatError as exc:
-        # Recognised by the error's field, not its wording: no zip archive at all, or an .npz
-        # (e.g. a .keras file is a zip) without the program header.
-        if (exc.field == "file" and not _is_zip(path)) or (
-                exc.field == HEADER_KEY and exc.problem.startswith("missing")):
+        # No archive at all, or an .npz (e.g. a .keras file is a zip) without the program header.
+        if NOT_A_PROGRAM in exc.problem:
             raise CommandError(f"{path} is not a tfxbar program file (expected a .xbar written by "
                                "`tfxbar export`)") from None
         raise
-
-
-def _is_zip(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) in _ZIP_MAGIC
-    except OSError:
-        return False
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = False, prefix: str = "",

@@ -18,9 +18,11 @@ from tfxbar.atomic import write_atomically
 from tfxbar.export.errors import FormatError
 from tfxbar.export.schema import check_header, expected_arrays
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Program", "load_program", "quantize_codes"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NOT_A_PROGRAM", "Program", "load_program", "quantize_codes"]
 
 FORMAT_NAME = "tfxbar-program"
+# In the FormatError of a file that is no program at all (not a damaged one): callers test for it.
+NOT_A_PROGRAM = "not a tfxbar program"
 FORMAT_VERSION = 1
 HEADER_KEY = "header"
 
@@ -109,7 +111,7 @@ def load_program(path: str | os.PathLike[str]) -> Program:
         with open(os.fspath(path), "rb") as handle:
             magic = handle.read(4)
         if magic not in (b"PK\x03\x04", b"PK\x05\x06"):   # a zip archive's first bytes (.npz)
-            raise FormatError("file", f"{os.fspath(path)} is not a tfxbar program (expected the .npz archive "
+            raise FormatError("file", f"{os.fspath(path)} is {NOT_A_PROGRAM} (expected the .npz archive "
                                       "that `tfxbar export` or Program.save writes)")
         with np.load(os.fspath(path), allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -119,7 +121,7 @@ def load_program(path: str | os.PathLike[str]) -> Program:
         raise FormatError("file", f"not a readable .npz archive ({exc})") from None
     raw = arrays.pop(HEADER_KEY, None)
     if raw is None:
-        raise FormatError(HEADER_KEY, "missing: an .npz archive but not a tfxbar program")
+        raise FormatError(HEADER_KEY, f"missing: an .npz archive but {NOT_A_PROGRAM}")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise FormatError(HEADER_KEY, f"must be a 1-D uint8 array of UTF-8 JSON, got {raw.dtype} {raw.shape}")
     try:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from tfxbar.export.adc import adc, float_adc
 from tfxbar.export.blas import default_workers, single_threaded_blas
 from tfxbar.export.crossbar import Crossbar, Tile, release_scratch
 from tfxbar.export.format import Program
@@ -301,16 +302,17 @@ class Interpreter:
 
     @staticmethod
     def _adc(partial: np.ndarray, shift: np.ndarray, bits: int, counters: dict[str, int]) -> np.ndarray:
-        top = (1 << bits) - 1
-        shift = shift.astype(np.int64)
-        if partial.dtype.kind == "f":
-            code = np.floor(partial / (1 << shift) + 0.5).astype(np.int64)
-        else:
-            code = (partial + ((1 << shift) >> 1)) >> shift
-        clipped = code > top
-        counters["adc_clips"] += int(clipped.sum())
-        counters["adc_conversions"] += code.size
-        return np.clip(code, 0, top) << shift
+        value, clipped = adc(partial, shift, bits)
+        counters["adc_clips"] += clipped
+        counters["adc_conversions"] += value.size
+        return value
+
+    @staticmethod
+    def _float_adc(partial: np.ndarray, inv_step: np.ndarray | None, top: int, signed: bool,
+                   counters: dict[str, int]) -> np.ndarray:
+        counters["adc_clips"] += float_adc(partial, inv_step, top, signed)
+        counters["adc_conversions"] += partial.size
+        return partial
 
     def _hardware(self, index: int, xbar: Crossbar, x: np.ndarray) -> np.ndarray:
         """Tile by tile: all DAC cycles stacked as rows and all polarities × slices as columns of
@@ -383,23 +385,6 @@ class Interpreter:
         # float32 holds every plane value exactly below 2^24 (e.g. not a wide sum-pooled input).
         top = (1 << dac) - 1 if cycles > 1 else attrs["input_max"]
         return xbar.patches(x, np.float32 if top < 2 ** 24 else np.float64)[0]
-
-    @staticmethod
-    def _float_adc(partial: np.ndarray, inv_step: np.ndarray | None, top: int, signed: bool,
-                   counters: dict[str, int]) -> np.ndarray:
-        """ADC codes (float, exact integers) of float partial sums, in place: round half up of
-        partial / 2^shift (a power-of-two scaling: exact), saturating at `top` (and at 0 when a
-        device can make sums negative)."""
-        if inv_step is not None:   # else the weights were pre-scaled
-            partial *= inv_step.astype(partial.dtype)
-        partial += 0.5
-        np.floor(partial, out=partial)
-        counters["adc_clips"] += int(np.count_nonzero(partial > top))
-        counters["adc_conversions"] += partial.size
-        np.minimum(partial, top, out=partial)
-        if signed:
-            np.maximum(partial, 0, out=partial)
-        return partial
 
     def _accumulate(self, xbar: Crossbar, tile: Tile, code: np.ndarray, current: np.ndarray, free: bool,
                     counters: dict[str, int]) -> np.ndarray:
