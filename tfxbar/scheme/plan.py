@@ -84,9 +84,11 @@ class QuantizationPlan:
 #: Averaging a real-valued ReLU output is not an integer operation, so a crossbar input that
 #: comes through average pooling is quantized *before* the pooling (the exporter then sums
 #: integer codes and folds 1/k into the next layer). Shape-only layers between them are skipped.
-_AVERAGING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D)
+_AVERAGING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D,
+              keras.layers.AveragePooling1D, keras.layers.GlobalAveragePooling1D)
 _VALUE_PRESERVING = (keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
-                     keras.layers.MaxPooling2D)
+                     keras.layers.MaxPooling2D, keras.layers.MaxPooling1D, keras.layers.ZeroPadding2D,
+                     keras.layers.UpSampling2D)
 
 
 def _quantization_point(consumer: keras.layers.Layer) -> keras.layers.Layer:
