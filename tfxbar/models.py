@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import tf_keras as keras
 
-__all__ = ["mlp", "mnist_cnn", "vgg_small"]
+__all__ = ["mlp", "mnist_cnn", "resnet20", "vgg_small"]
 
 
 def _conv_block(x, filters: int, name: str):
@@ -86,3 +86,65 @@ def vgg_small(widths: Sequence[int] = (32, 64, 128), hidden: int = 256, *,
         An uncompiled functional tf_keras model producing logits.
     """
     return mnist_cnn(widths, hidden, input_shape=input_shape, classes=classes, dropout=dropout)
+
+
+def _basic_block(x, filters: int, stride: int, name: str, weight_decay: float):
+    """ResNet v1 basic block: conv-BN-ReLU, conv-BN, add the shortcut, ReLU.
+
+    The shortcut is the identity when the shape is kept, else a strided 1×1 conv + BN
+    (He et al.'s option B), so every crossbar of the block reads quantizable codes.
+    """
+    reg = keras.regularizers.l2(weight_decay) if weight_decay else None
+    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                            kernel_regularizer=reg, name=f"{name}_conv1")(x)
+    y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(y)
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                            kernel_regularizer=reg, name=f"{name}_conv2")(y)
+    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        x = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False,
+                                kernel_regularizer=reg, name=f"{name}_proj")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(x)
+    y = keras.layers.Add(name=f"{name}_add")([y, x])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def resnet20(widths: Sequence[int] = (16, 32, 64), blocks: int = 3, *,
+             input_shape: tuple[int, int, int] = (32, 32, 3), classes: int = 10,
+             weight_decay: float = 1e-4) -> keras.Model:
+    """ResNet v1 for CIFAR-10 (ResNet-20 with the defaults; about 0.27 M parameters).
+
+    A 3×3 stem conv (BN, ReLU), then one stage per width of `blocks` basic blocks (two 3×3
+    convs each; the first block of every stage after the first has stride 2), global average
+    pooling and a dense classifier. Shortcuts are the identity, or a 1×1 conv + BN where the
+    shape changes. Convolutions have no bias (BN follows each). ResNet-32/44/56 are
+    ``blocks=5/7/9``. Inputs are images scaled to [0, 1]; the output is logits.
+
+    Arguments:
+        widths: channels of each stage.
+        blocks: basic blocks per stage (depth = 6·blocks + 2).
+        input_shape: image shape.
+        classes: number of classes.
+        weight_decay: L2 factor on every convolution and dense kernel (0 for none).
+
+    Returns:
+        An uncompiled functional tf_keras model producing logits.
+
+    References:
+        K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition",
+        CVPR 2016, section 4.2 (the CIFAR-10 networks).
+    """
+    reg = keras.regularizers.l2(weight_decay) if weight_decay else None
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False,
+                            kernel_regularizer=reg, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for stage, width in enumerate(widths):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _basic_block(x, width, stride, f"s{stage}b{block}", weight_decay)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, kernel_regularizer=reg, name="logits")(x)
+    return keras.Model(inputs, outputs, name=f"resnet{6 * blocks + 2}")
