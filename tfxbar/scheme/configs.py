@@ -20,6 +20,7 @@ _QuantizeConfig = tfmot_api.QuantizeConfig
 CROSSBAR_LAYERS: dict[type, tuple[str, int]] = {
     keras.layers.Dense: ("kernel", -1),
     keras.layers.Conv2D: ("kernel", -1),
+    keras.layers.Conv1D: ("kernel", -1),
     keras.layers.DepthwiseConv2D: ("depthwise_kernel", -2),
 }
 
