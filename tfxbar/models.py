@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import tf_keras as keras
 
-__all__ = ["mlp", "mnist_cnn", "resnet20", "vgg_small"]
+__all__ = ["mlp", "mnist_cnn", "mobilenet_small", "resnet20", "vgg_small"]
 
 
 def _conv_block(x, filters: int, name: str):
@@ -148,3 +148,75 @@ def resnet20(widths: Sequence[int] = (16, 32, 64), blocks: int = 3, *,
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(classes, kernel_regularizer=reg, name="logits")(x)
     return keras.Model(inputs, outputs, name=f"resnet{6 * blocks + 2}")
+
+
+def _depthwise(x, stride: int, name: str):
+    """3×3 depthwise conv + BN + ReLU; stride 2 pads explicitly and uses 'valid' (as Keras'
+    MobileNet does), so the program's padding is the model's."""
+    if stride == 2:
+        x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same" if stride == 1 else "valid",
+                                     use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_dw_relu")(x)
+
+
+def _pointwise(x, filters: int, name: str, relu: bool = True):
+    x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def mobilenet_small(blocks: Sequence[tuple[int, int]] = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1)),
+                    stem: int = 32, *, inverted_residual: bool = False, expansion: int = 4,
+                    input_shape: tuple[int, int, int] = (32, 32, 3), classes: int = 10,
+                    dropout: float = 0.2) -> keras.Model:
+    """A small MobileNet for CIFAR-10: depthwise-separable blocks (v1) or inverted residuals (v2).
+
+    A 3×3 stem conv (stride 1 for 32×32 images), then one block per ``(filters, stride)``,
+    global average pooling, dropout and a dense classifier.
+
+    - v1 block: 3×3 DepthwiseConv2D + BN + ReLU, 1×1 Conv2D + BN + ReLU.
+    - v2 block (``inverted_residual=True``): 1×1 expansion conv (×`expansion`) + BN + ReLU,
+      3×3 depthwise + BN + ReLU, 1×1 projection conv + BN, Add with the block input when the
+      stride is 1 and the width is kept, then a ReLU. Unlike MobileNet v2's linear bottleneck
+      the block output passes a ReLU: the next crossbar reads unsigned activation codes, which
+      clip negative values anyway, so the ReLU makes that explicit in the float model.
+
+    Strided depthwise convs use ZeroPadding2D + 'valid' padding as Keras' MobileNet does.
+
+    Arguments:
+        blocks: ``(filters, stride)`` of each block.
+        stem: channels of the stem conv.
+        inverted_residual: build v2 blocks instead of v1 blocks.
+        expansion: v2 expansion factor.
+        input_shape: image shape.
+        classes: number of classes.
+        dropout: dropout rate before the classifier.
+
+    Returns:
+        An uncompiled functional tf_keras model producing logits.
+
+    References:
+        A. Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+        Applications", 2017; M. Sandler et al., "MobileNetV2: Inverted Residuals and Linear
+        Bottlenecks", CVPR 2018.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(stem, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for i, (filters, stride) in enumerate(blocks):
+        name = f"b{i}"
+        if not inverted_residual:
+            x = _pointwise(_depthwise(x, stride, name), filters, f"{name}_pw")
+            continue
+        y = _pointwise(x, x.shape[-1] * expansion, f"{name}_expand")
+        y = _pointwise(_depthwise(y, stride, name), filters, f"{name}_project", relu=False)
+        if stride == 1 and x.shape[-1] == filters:
+            y = keras.layers.Add(name=f"{name}_add")([y, x])
+        x = keras.layers.ReLU(name=f"{name}_out")(y)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2_small" if inverted_residual else "mobilenet_small")
