@@ -9,6 +9,7 @@ import tf_keras as keras
 from toys import tiny_cnn, toy_data
 
 import tfxbar
+from tfxbar.export.handlers import HANDLERS
 from tfxbar.quantizers import BinaryWeights, ClippedRound, InputBinarizer, UniformWeights
 
 QK = tfmot.quantization.keras
@@ -37,21 +38,116 @@ def test_every_preset_quantizes_every_crossbar_layer(preset):
     assert model.predict(x[:4], verbose=0).shape == (4, 4)
 
 
-def test_plan_reports_unsupported_layers_and_strict_raises():
-    inputs = keras.Input((8, 3))
-    h = keras.layers.Conv1D(4, 3)(inputs)
+def _transpose_model() -> keras.Model:
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2DTranspose(2, 3, name="up_a")(inputs)
+    h = keras.layers.Conv2DTranspose(2, 3, name="up_b")(h)
     h = keras.layers.Flatten()(h)
-    outputs = keras.layers.Dense(2)(h)
-    model = keras.Model(inputs, outputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="dense")(h))
+
+
+def test_plan_reports_unsupported_layers_and_strict_raises():
+    model = _transpose_model()
     plan = tfxbar.plan_quantization(model, "w4a3")
-    assert plan.float_layers == ["conv1d"]
+    assert plan.float_layers == ["up_a", "up_b"]
     report = str(plan)
-    assert "conv1d" in report and "Conv1D has no crossbar mapping" in report
-    assert "NOT quantized (left float): conv1d" in report
-    with pytest.raises(ValueError, match="conv1d"):
+    assert "Conv2DTranspose has no crossbar mapping" in report
+    assert "NOT quantized (left float): up_a, up_b" in report
+    # The exporter has no Conv2DTranspose handler either: reported before any training.
+    assert set(plan.unconvertible) == {"up_a", "up_b"}
+    assert "no export handler" in plan.unconvertible["up_a"]
+    with pytest.raises(ValueError, match="(?s)up_a.*up_b.*converter would reject"):
         tfxbar.quantize_model(model, "w4a3", strict=True)
-    quantized = tfxbar.quantize_model(model, "w4a3")
+    with pytest.warns(UserWarning) as caught:
+        quantized = tfxbar.quantize_model(model, "w4a3")
+    # One warning names every float layer with its reason.
+    messages = [str(w.message) for w in caught if "left float" in str(w.message)]
+    assert len(messages) == 1
+    assert "up_a (Conv2DTranspose): Conv2DTranspose has no crossbar mapping" in messages[0]
+    assert "up_b (Conv2DTranspose)" in messages[0]
     assert [k.layer.name for k in tfxbar.quantized_kernels(quantized)] == ["dense"]
+
+
+def _permute_model() -> keras.Model:
+    """Dense → ReLU → Permute → Dense: a weightless layer type with no export handler."""
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(4, name="hidden")(inputs)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = keras.layers.Permute((1,), name="permute")(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def test_layer_without_export_handler_is_found_from_the_handler_registry(monkeypatch):
+    plan = tfxbar.plan_quantization(_permute_model(), "w4a3")
+    assert not plan.float_layers  # no weights: nothing left float, yet not deployable
+    assert list(plan.unconvertible) == ["permute"]
+    assert "layer 'permute' (Permute): no export handler" in plan.unconvertible["permute"]
+    assert "register_handler" in plan.unconvertible["permute"]
+    with pytest.warns(UserWarning, match="converter would reject.*\n.*'permute'"):
+        tfxbar.quantize_model(_permute_model(), "w4a3")
+    with pytest.raises(ValueError, match="'permute' \\(Permute\\)"):
+        tfxbar.quantize_model(_permute_model(), "w4a3", strict=True)
+    # A handler registered for the type is found: the plan asks the registry, not a list.
+    monkeypatch.setitem(HANDLERS, keras.layers.Permute, lambda layer, ctx: None)
+    assert not tfxbar.plan_quantization(_permute_model(), "w4a3").unconvertible
+
+
+def test_strict_runs_the_converter_lowering_and_reports_its_error():
+    # Every layer type has a handler, but the Dense handler refuses a tanh activation: only
+    # the converter's lowering of the quantized model sees that.
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(4, activation="tanh", name="squash")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    assert not tfxbar.plan_quantization(model, "w4a3").unconvertible
+    with pytest.raises(ValueError, match="(?s)converter would reject.*'squash'.*tanh"):
+        tfxbar.quantize_model(model, "w4a3", strict=True)
+
+
+def test_crossbar_with_float_weights_or_float_input_is_unconvertible():
+    spec = {"out": tfxbar.LayerSpec(UniformWeights(4), None),
+            "hidden": tfxbar.LayerSpec(None, ClippedRound(4))}
+    plan = tfxbar.plan_quantization(_permute_model(), "w4a3", spec)
+    assert "its weights stay float" in plan.unconvertible["hidden"]
+    assert "its input stays float" in plan.unconvertible["out"]
+
+
+def test_conv1d_is_a_crossbar_layer():
+    inputs = keras.Input((8, 3))
+    h = keras.layers.Conv1D(4, 3, name="conv")(inputs)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    plan = tfxbar.plan_quantization(model, "w4a3")
+    assert not plan.float_layers
+    assert plan.input_quantizer == tfxbar.scheme.pixel_input()
+    # Quantized before the 1-D average pooling, like the 2-D case.
+    assert "before average pooling" in " ".join(plan.layers["re_lu"].notes)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 3)).astype(np.float32)
+    quantized = tfxbar.quantize_model(model, "w4a3", calibration_data=x)
+    kernels = {k.layer.name: k for k in tfxbar.quantized_kernels(quantized)}
+    assert set(kernels) == {"conv", "out"}
+    form = kernels["conv"].integer_form()
+    assert form.codes.shape == (3, 3, 4) and np.abs(form.codes).max() <= 7
+
+
+def test_separable_conv_is_split_into_depthwise_and_pointwise_with_the_same_function():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.SeparableConv2D(6, 3, strides=2, padding="same", depth_multiplier=2,
+                                     activation="relu", name="sep")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h)))
+    rng = np.random.default_rng(0)
+    for weight in model.weights:  # a nonzero bias too
+        weight.assign(rng.normal(0, 0.5, weight.shape))
+    x = rng.uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
+    split, _ = tfxbar.tfmot_api.ModelTransformer(model, [tfxbar.scheme.SplitSeparableConv()]).transform()
+    assert [type(layer).__name__ for layer in split.layers[1:3]] == ["DepthwiseConv2D", "Conv2D"]
+    assert [layer.name for layer in split.layers[1:3]] == ["sep_depthwise", "sep"]
+    np.testing.assert_allclose(split.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    # quantize_model splits it too: both halves are crossbars, the pointwise reads codes.
+    quantized = tfxbar.quantize_model(model, "w8a8", calibration_data=x)
+    assert [k.layer.name for k in tfxbar.quantized_kernels(quantized)] == ["sep_depthwise", "sep", "out"]
+    outputs = {o.layer.name for o in tfxbar.quantized_outputs(quantized)}
+    assert "quant_sep_depthwise" in outputs
 
 
 def test_layer_specs_override_one_layer_and_unknown_names_fail():

@@ -11,7 +11,8 @@ import tf_keras as keras
 from tfxbar import tfmot_api
 from tfxbar.calibration import calibrate
 from tfxbar.compat import require_tf_keras
-from tfxbar.scheme import CrossbarScheme, LayerSpec, Preset
+from tfxbar.export import ConversionError, CrossbarConverter
+from tfxbar.scheme import CrossbarScheme, LayerSpec, Preset, QuantizationPlan
 
 __all__ = ["quantize_model"]
 
@@ -38,7 +39,10 @@ def quantize_model(
         layer_specs: per-layer overrides, by layer name, e.g. an 8-bit first layer.
         calibration_data: inputs for `tfxbar.calibrate`; needed by calibrated quantizers
             (P1's input binarizer) and gives learned steps a data-driven start.
-        strict: raise if any weighted layer stays float.
+        strict: raise if any weighted layer stays float or if the converter would reject a
+            layer (no export handler, float weights or float input to a crossbar, or an error
+            of the converter's lowering of the quantized model). Without `strict`, one warning
+            lists all of these — before training, not at export.
         verbose: print the quantization plan.
 
     Returns:
@@ -46,7 +50,8 @@ def quantize_model(
 
     Raises:
         TypeError: `model` is a Keras 3 model.
-        ValueError: unknown preset or layer names; with `strict`, a layer left float.
+        ValueError: unknown preset or layer names; with `strict`, a layer left float or one
+            the converter would reject (the message lists them all, each with its fix).
 
     Example:
         >>> qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x_train[:1000])
@@ -63,9 +68,12 @@ def quantize_model(
     plan = scheme.plan
     if verbose:
         print(plan)
-    if strict and plan.float_layers:
-        raise ValueError(f"layers left float under preset {plan.preset.name!r}: "
-                         f"{plan.float_layers}\n{plan}")
+    problems = _problems(plan, quantized if strict else None)
+    if strict and problems:
+        raise ValueError(f"quantize_model(strict=True) under preset {plan.preset.name!r}:\n"
+                         + "\n".join(problems) + f"\n{plan}")
+    if problems:
+        warnings.warn("\n".join(problems), stacklevel=2)
     needs_data = any(q is not None and q.step == "calibrated"
                      for q in [plan.input_quantizer, *(d.output for d in plan.layers.values())])
     if calibration_data is not None:
@@ -76,3 +84,27 @@ def quantize_model(
             "calibration_data= or call tfxbar.calibrate(model, x) before training",
             stacklevel=2)
     return quantized
+
+
+def _problems(plan: QuantizationPlan, quantized: keras.Model | None) -> list[str]:
+    """The report lines of layers left float and of layers the converter would reject; with
+    `quantized`, the converter's own lowering also runs (it sees the wiring, e.g. a float
+    tensor reaching a merge), and its first error is added if it names a new layer."""
+    lines = []
+    if plan.float_layers:
+        lines.append(f"{len(plan.float_layers)} layer(s) left float (not quantized):")
+        lines.extend(f"  {name} ({plan.layers[name].kind}): {'; '.join(plan.layers[name].notes)}"
+                     for name in plan.float_layers)
+    unconvertible = dict(plan.unconvertible)
+    if quantized is not None:
+        try:
+            CrossbarConverter(quantized).lower()
+        except ConversionError as exc:
+            # The converter names tfmot's wrappers ("quant_<layer>").
+            name = (exc.layer or "(model)").removeprefix("quant_")
+            if name not in unconvertible:
+                unconvertible[name] = str(exc)
+    if unconvertible:
+        lines.append(f"{len(unconvertible)} layer(s) the crossbar converter would reject:")
+        lines.extend(f"  {reason}" for reason in unconvertible.values())
+    return lines

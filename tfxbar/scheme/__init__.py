@@ -4,6 +4,7 @@ from tfxbar.scheme.configs import CROSSBAR_LAYERS, CrossbarConfig, OutputConfig
 from tfxbar.scheme.plan import LayerDecision, QuantizationPlan, plan_quantization
 from tfxbar.scheme.presets import PRESETS, LayerSpec, Preset, get_preset, pixel_input
 from tfxbar.scheme.scheme import CrossbarScheme
+from tfxbar.scheme.transforms import SplitSeparableConv
 
 __all__ = [
     "CROSSBAR_LAYERS",
@@ -15,6 +16,7 @@ __all__ = [
     "OutputConfig",
     "Preset",
     "QuantizationPlan",
+    "SplitSeparableConv",
     "get_preset",
     "pixel_input",
     "plan_quantization",

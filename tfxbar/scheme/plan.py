@@ -10,6 +10,8 @@ import tf_keras as keras
 
 from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
+from tfxbar.export.errors import ConversionError
+from tfxbar.export.handlers import handler_for
 from tfxbar.quantizers import ClippedRound, WeightQuantizer
 from tfxbar.scheme.configs import CROSSBAR_LAYERS, CrossbarConfig, OutputConfig
 from tfxbar.scheme.presets import LayerSpec, Preset, get_preset
@@ -52,6 +54,8 @@ class QuantizationPlan:
     preset: Preset
     layers: dict[str, LayerDecision]
     input_quantizer: ClippedRound | None = None
+    #: Layers the converter would reject, by name: why, and what to do (`ConversionError` text).
+    unconvertible: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def float_layers(self) -> list[str]:
@@ -78,33 +82,39 @@ class QuantizationPlan:
                 lines.append("-" * (sum(widths) + 8 + len("notes")))
         if self.float_layers:
             lines.append(f"NOT quantized (left float): {', '.join(self.float_layers)}")
+        if self.unconvertible:
+            lines.append("The converter would reject:")
+            lines.extend(f"  {reason}" for reason in self.unconvertible.values())
         return "\n".join(lines)
 
 
 #: Averaging a real-valued ReLU output is not an integer operation, so a crossbar input that
 #: comes through average pooling is quantized *before* the pooling (the exporter then sums
 #: integer codes and folds 1/k into the next layer). Shape-only layers between them are skipped.
-_AVERAGING = (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D,
-              keras.layers.AveragePooling1D, keras.layers.GlobalAveragePooling1D)
+_AVERAGING = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
+              keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
 _VALUE_PRESERVING = (keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
-                     keras.layers.MaxPooling2D, keras.layers.MaxPooling1D, keras.layers.ZeroPadding2D,
-                     keras.layers.UpSampling2D)
+                     keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.UpSampling2D)
+#: Zero padding commutes with quantization (code 0 is value 0), so the quantizer goes before
+#: it and the program pads codes (MobileNet's ReLU → ZeroPadding2D → strided depthwise).
+_ZERO_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)
 
 
 def _quantization_point(consumer: keras.layers.Layer) -> keras.layers.Layer:
     """The layer whose output quantizer realizes `consumer`'s input quantizer."""
     point = _producer(consumer)
-    if not any(isinstance(p, _AVERAGING) for p in _upstream(point)):
-        return point
-    while isinstance(point, _AVERAGING + _VALUE_PRESERVING):
+    if any(isinstance(p, _AVERAGING) for p in _upstream(point)):
+        while isinstance(point, _AVERAGING + _VALUE_PRESERVING + _ZERO_PADDING):
+            point = _producer(point)
+    while isinstance(point, _ZERO_PADDING):
         point = _producer(point)
     return point
 
 
 def _upstream(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """`layer` and the shape-only / averaging layers directly above it."""
+    """`layer` and the shape-only / averaging / padding layers directly above it."""
     chain = [layer]
-    while isinstance(chain[-1], _AVERAGING + _VALUE_PRESERVING):
+    while isinstance(chain[-1], _AVERAGING + _VALUE_PRESERVING + _ZERO_PADDING):
         chain.append(_producer(chain[-1]))
     return chain
 
@@ -130,10 +140,13 @@ def plan_quantization(
 ) -> QuantizationPlan:
     """Decide how each layer of `model` is quantized under `preset`.
 
-    Crossbar layers (Dense, Conv2D, DepthwiseConv2D) get the preset's weight quantizer; their
-    input quantizer is attached to the layer producing their input (or to a `QuantizeLayer`
-    after the model input), so every crossbar sees integer codes. Weighted layers without a
-    crossbar mapping stay float and are listed in the report.
+    Crossbar layers (Dense, Conv1D, Conv2D, DepthwiseConv2D) get the preset's weight quantizer;
+    their input quantizer is attached to the layer producing their input (or to a
+    `QuantizeLayer` after the model input), so every crossbar sees integer codes. Weighted
+    layers without a crossbar mapping stay float and are listed in the report
+    (`float_layers`), and so is every layer the converter would reject (`unconvertible`: no
+    export handler for its type, float weights, or a float input to a crossbar), so a model
+    that cannot be deployed is found before it is trained.
 
     Arguments:
         model: a built tf_keras Sequential or functional model.
@@ -168,6 +181,7 @@ def plan_quantization(
                          "`inputs` quantizer (or attach a QuantizeConfig with quantize_annotate_layer)")
     allowed = set(only) if only is not None else names
     plan = QuantizationPlan(preset, {})
+    float_inputs: set[str] = set()
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -186,7 +200,10 @@ def plan_quantization(
         decision = plan.layers[producer.name]
         if decision.output is None:
             decision.output = quantizer
-            via = "" if producer is _producer(consumer) else " (before average pooling)"
+            skipped = _upstream(_producer(consumer))
+            via = ("" if producer is _producer(consumer) else
+                   " (before average pooling)" if any(isinstance(p, _AVERAGING) for p in skipped)
+                   else " (before zero padding)")
             decision.notes.append(f"quantizes the input of {consumer.name}{via}")
         elif decision.output != quantizer:
             plan.layers[consumer.name].notes.append(
@@ -224,8 +241,42 @@ def plan_quantization(
                 decision.float_weights = True
                 decision.notes.append("spec leaves the weights float")
         inputs = spec.inputs
-        if layer.name not in layer_specs and isinstance(_producer(layer), keras.layers.InputLayer):
+        if layer.name not in layer_specs and isinstance(_quantization_point(layer), keras.layers.InputLayer):
             inputs = preset.model_input
         if inputs is not None:
             attach_input(layer, _clone(inputs))
+        elif custom is None:
+            float_inputs.add(layer.name)
+    _find_unconvertible(model, plan, float_inputs)
     return plan
+
+
+def _find_unconvertible(model: keras.Model, plan: QuantizationPlan, float_inputs: set[str]) -> None:
+    """Fill `plan.unconvertible` before any training: layer types the exporter has no handler
+    for (asked of its handler registry, so a newly registered handler counts), crossbar layers
+    left with float weights, and crossbar layers whose input stays float."""
+    for layer in model.layers:
+        decision = plan.layers.get(layer.name)
+        if decision is None:
+            continue
+        kind = type(layer).__name__
+        try:
+            handler_for(layer)
+        except ConversionError as exc:
+            reason = str(ConversionError(layer.name, kind, exc.problem,
+                                         "replace the layer, or register an export handler for it "
+                                         "with tfxbar.export.register_handler"))
+        else:
+            if type(layer) not in CROSSBAR_LAYERS:
+                continue
+            if decision.weights is None and decision.custom_config is None:
+                reason = str(ConversionError(layer.name, kind, "its weights stay float",
+                                             "give it a weight quantizer (preset or layer_specs)"))
+            elif layer.name in float_inputs:
+                reason = str(ConversionError(layer.name, kind, "its input stays float, and a crossbar "
+                                             "reads integer codes", "give its LayerSpec an `inputs` "
+                                             "quantizer"))
+            else:
+                continue
+        plan.unconvertible[layer.name] = reason
+        decision.notes.append("the converter would reject it")

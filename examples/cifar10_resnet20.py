@@ -1,0 +1,171 @@
+"""ResNet-20 on CIFAR-10, from float training to a checked integer crossbar program.
+
+    python examples/cifar10_resnet20.py --stage all          # float → qat → export
+    python examples/cifar10_resnet20.py --stage qat          # re-run one stage from its input
+
+Stages (each reads the previous stage's checkpoint under --out, so any one can be re-run):
+
+- ``float``: train `tfxbar.models.resnet20()` in float (random 4-px-padded crops and horizontal
+  flips; SGD, momentum 0.9, cosine decay; L2 1e-4) → ``float.keras``;
+- ``qat``: `quantize_model(float, preset, calibration_data=2,000 training images)`, then
+  quantization-aware fine-tuning (Adam, cosine decay) → ``qat.keras``;
+- ``export``: convert to an integer program (``resnet20_<preset>.xbar``), check accumulators
+  against --acc-bits, run the program on the test set with the bit-exact interpreter.
+
+Every stage merges its figures (test accuracy, epochs, wall time, seed, command) into
+``results.json``, written atomically. Validation is the last 5,000 training images (see
+examples/common.py); the test set is only evaluated, never used for a choice.
+Offline, set TFXBAR_DATA_DIR (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import tfxbar
+from tfxbar.atomic import write_atomically
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Splits, load_splits  # noqa: E402 - examples/ is not a package
+
+PRESETS = {
+    **tfxbar.PRESETS,
+    # 4-bit weights and activations: the usual W4A4 point of the ResNet QAT literature.
+    "w4a4": tfxbar.Preset(
+        "w4a4", "4-bit symmetric weights, 4-bit activations",
+        conv=tfxbar.LayerSpec(tfxbar.quantizers.UniformWeights(4), tfxbar.quantizers.ClippedRound(4)),
+        dense=tfxbar.LayerSpec(tfxbar.quantizers.UniformWeights(4), tfxbar.quantizers.ClippedRound(4))),
+}
+
+
+def augmented(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches with He et al.'s augmentation: 4-px zero padding, random 32×32 crop, flip."""
+    def augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
+        image = tf.image.random_crop(image, tf.shape(x)[1:])
+        return tf.image.random_flip_left_right(image), label
+
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+            .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(model.predict(x, batch_size=500, verbose=0), 1) == y))
+
+
+def train(model: keras.Model, data: Splits, optimizer: str, lr: float, epochs: int,
+          batch_size: int, seed: int) -> float:
+    """Fit with cosine decay over the whole run; returns the wall time in seconds."""
+    steps = max(1, epochs * -(-len(data.x_train) // batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps)
+    opt = (keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True) if optimizer == "sgd"
+           else keras.optimizers.Adam(schedule))
+    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    start = time.time()
+    model.fit(augmented(data.x_train, data.y_train, batch_size, seed), epochs=epochs,
+              validation_data=(data.x_val, data.y_val), verbose=2)
+    return time.time() - start
+
+
+def record(out: str, figures: dict[str, Any]) -> None:
+    """Merge `figures` into out/results.json (atomically) and print them."""
+    path = os.path.join(out, "results.json")
+    results: dict[str, Any] = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            results = json.load(handle)
+    results.update(figures)
+    text = json.dumps(results, indent=2, sort_keys=True).encode()
+    write_atomically(path, lambda handle: handle.write(text))
+    print("RESULT " + json.dumps(figures), flush=True)
+
+
+def stage_float(args: argparse.Namespace, data: Splits) -> None:
+    model = tfxbar.models.resnet20(weight_decay=args.weight_decay)
+    seconds = train(model, data, "sgd", args.float_lr, args.float_epochs, args.batch_size, args.seed)
+    model.save(os.path.join(args.out, "float.keras"))
+    record(args.out, {"float_accuracy": accuracy(model, data.x_test, data.y_test),
+                      "float_val_accuracy": accuracy(model, data.x_val, data.y_val),
+                      "float_epochs": args.float_epochs, "float_lr": args.float_lr,
+                      "float_minutes": round(seconds / 60, 1), "params": model.count_params()})
+
+
+def stage_qat(args: argparse.Namespace, data: Splits) -> None:
+    model = keras.models.load_model(os.path.join(args.out, "float.keras"))
+    qmodel = tfxbar.quantize_model(model, PRESETS[args.preset],
+                                   calibration_data=data.x_train[:2000], verbose=True)
+    before = accuracy(qmodel, data.x_test, data.y_test)
+    seconds = train(qmodel, data, "adam", args.qat_lr, args.qat_epochs, args.batch_size, args.seed)
+    qmodel.save(os.path.join(args.out, "qat.keras"))
+    record(args.out, {"preset": args.preset, "quantized_accuracy_before_qat": before,
+                      "quantized_accuracy": accuracy(qmodel, data.x_test, data.y_test),
+                      "quantized_val_accuracy": accuracy(qmodel, data.x_val, data.y_val),
+                      "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
+                      "qat_minutes": round(seconds / 60, 1)})
+
+
+def stage_export(args: argparse.Namespace, data: Splits) -> None:
+    qmodel = keras.models.load_model(os.path.join(args.out, "qat.keras"))
+    start = time.time()
+    program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+    export_seconds = time.time() - start
+    path = os.path.join(args.out, f"resnet20_{args.preset}.xbar")
+    program.save(path)
+    check = tfxbar.check_program(program, accumulator_bits=args.acc_bits)
+    print(check)
+    codes = program.quantize_input(data.x_test)
+    start = time.time()
+    predicted = tfxbar.Interpreter(program).predict(codes)
+    run_seconds = time.time() - start
+    keras_top1 = np.argmax(qmodel.predict(data.x_test, batch_size=500, verbose=0), 1)
+    print(tfxbar.summary(program))
+    record(args.out, {"program_accuracy": float(np.mean(predicted == data.y_test)),
+                      "program_keras_top1_agreement": float(np.mean(predicted == keras_top1)),
+                      f"accumulators_within_{args.acc_bits}_bits": bool(check.ok),
+                      "program": path, "export_seconds": round(export_seconds, 1),
+                      "interpreter_images_per_second": round(len(codes) / run_seconds, 1)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=["float", "qat", "export", "all"], default="all")
+    parser.add_argument("--preset", default="w4a3", choices=sorted(PRESETS))
+    parser.add_argument("--float-epochs", type=int, default=20)
+    parser.add_argument("--qat-epochs", type=int, default=5)
+    parser.add_argument("--float-lr", type=float, default=0.1)
+    parser.add_argument("--qat-lr", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-images", type=int, default=0,
+                        help="use only the first N training images (0: all); for timing runs")
+    parser.add_argument("--acc-bits", type=int, default=16)
+    parser.add_argument("--out", default="out/resnet20")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    data = load_splits("cifar10")
+    if args.train_images:
+        data.x_train, data.y_train = data.x_train[:args.train_images], data.y_train[:args.train_images]
+    record(args.out, {"seed": args.seed, f"command_{args.stage}": " ".join(sys.argv)})
+    stages = ["float", "qat", "export"] if args.stage == "all" else [args.stage]
+    for name in stages:
+        print(f"\n== stage {name} ({time.time() - start:.0f} s)", flush=True)
+        {"float": stage_float, "qat": stage_qat, "export": stage_export}[name](args, data)
+    record(args.out, {f"{args.stage}_wall_minutes": round((time.time() - start) / 60, 1)})
+
+
+if __name__ == "__main__":
+    main()
