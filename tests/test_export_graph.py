@@ -184,3 +184,25 @@ def test_unsupported_graph_layer_names_layer_and_fix() -> None:
 def test_residual_model_builds_from_the_public_graph() -> None:
     assert [layer.name for layer in residual().layers if "add" in layer.name] == ["b1_add", "b2_add"]
     assert any(type(layer).__name__ == "DepthwiseConv2D" for layer in depthwise().layers)
+
+
+def test_cli_on_a_graph_program(converted: dict, tmp_path, capsys) -> None:  # noqa: ANN001
+    """export (.h5 model) → info → check (static and with data) → run (hardware) → report."""
+    from tfxbar.cli import main
+
+    qmodel, _, x = converted["residual"]
+    model_path, program_path = str(tmp_path / "r.h5"), str(tmp_path / "r.xbar")
+    qmodel.save(model_path)
+    codes, labels = str(tmp_path / "codes.npy"), str(tmp_path / "labels.npy")
+    np.save(codes, np.round(x[:48] * 255).astype(np.uint8))
+    np.save(labels, toy_data(256)[1][:48])
+    assert main(["export", model_path, "-o", program_path]) == 0
+    assert main(["info", program_path]) == 0
+    assert "b2_proj_conv" in capsys.readouterr().out
+    assert main(["check", program_path, "--acc-bits", "32", "--calibration-inputs", codes]) == 0
+    assert "verdict: OK" in capsys.readouterr().out
+    assert main(["run", program_path, "--inputs", codes, "--labels", labels, "--mode", "hardware"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["report", program_path, "--inputs", codes]) == 0
+    out = capsys.readouterr().out
+    assert "b1b_conv" in out and "b2_proj_conv" in out
