@@ -40,7 +40,7 @@ from tfxbar.export.adc import adc, float_adc
 from tfxbar.export.blas import default_workers, single_threaded_blas
 from tfxbar.export.crossbar import Crossbar, Tile, release_scratch
 from tfxbar.export.format import Program
-from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, sum_pool
+from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, run_plain_op
 
 __all__ = ["Interpreter"]
 
@@ -210,7 +210,7 @@ class Interpreter:
         for i, op in enumerate(self.ops):
             if i in done:
                 continue
-            kind, attrs, arrays = op["kind"], op["attrs"], self.arrays[i]
+            kind, arrays = op["kind"], self.arrays[i]
             args = [env[name] for name in op["inputs"]]
             v, target = args[0], i
             if kind == "crossbar" and self._fusable(i, v):
@@ -233,7 +233,7 @@ class Interpreter:
             elif kind == "threshold":
                 out = self.thresholds[i](v, op["inputs"][0] in exact)
             else:
-                out = _elementwise_op(kind, attrs, arrays, args, op)
+                out = run_plain_op(op, arrays, args)
             done.add(target)
             name = self.ops[target]["name"]
             env[name] = out
@@ -439,45 +439,3 @@ class Interpreter:
                 raise ValueError(f"conductances for {name} tile {tile} must have shape {cells.shape}")
             self._devices[key] = g
         return self._devices[key]
-
-
-def _elementwise_op(kind: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray], args: list[np.ndarray],
-                    op: dict[str, Any]) -> np.ndarray:
-    """The ops without crossbar state: pooling, shapes, merges and the float output."""
-    x = args[0]
-    if kind == "max_pool":
-        return max_pool(x, attrs["pool"], attrs["strides"], attrs["pads"], arrays["mode"])
-    if kind == "sum_pool":
-        return sum_pool(x, None if attrs["global"] else attrs["pool"], attrs.get("strides"))
-    if kind in ("flatten", "reshape"):
-        return x.reshape(len(x), *op["out_shape"])
-    if kind == "pad":
-        pt, pb, pl, pr = attrs["pads"]
-        return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    if kind == "upsample":
-        return np.repeat(np.repeat(x, attrs["size"][0], axis=1), attrs["size"][1], axis=2)
-    if kind == "concat":
-        return np.concatenate(args, axis=-1)
-    if kind == "add":
-        if op["out_max"] is not None:   # codes of one step: an exact float sum
-            dtype = np.float32 if op["out_max"] < 2 ** 24 else np.float64
-            return sum(a.astype(dtype, copy=False) for a in args)
-        m = arrays["multipliers"]
-        return sum(a.astype(np.int64) * m[j] for j, a in enumerate(args))
-    if kind == "dequantize":
-        return _dequantize(x, attrs["chain"], arrays)
-    raise ValueError(f"op {op['name']!r}: unknown kind {kind!r}")
-
-
-def _dequantize(x: np.ndarray, chain: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> np.ndarray:
-        v = x.astype(np.float64)
-        for j, stage in enumerate(chain):
-            if stage["kind"] == "affine":
-                v = v * arrays[f"stage{j}.a"] + arrays[f"stage{j}.b"]
-            elif stage["kind"] == "relu":
-                y = np.where(v >= stage["threshold"], v, stage["negative_slope"] * (v - stage["threshold"]))
-                v = y if stage["max_value"] is None else np.minimum(y, stage["max_value"])
-            else:
-                e = np.exp(v - v.max(axis=-1, keepdims=True))
-                v = e / e.sum(axis=-1, keepdims=True)
-        return v

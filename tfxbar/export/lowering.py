@@ -1,22 +1,14 @@
 """The lowering context: the primitives handlers call to turn Keras layers into IR ops.
 
-The context tracks what the current tensor is, in integer terms:
-
-- `Codes`: integer codes x ≥ 0 whose real value is ``scale · x`` (after a quantizer, the
-  program input, or integer sum-pooling of codes);
-- `Acc`: a signed integer accumulator X per channel (a crossbar's, or an Add's), whose real
-  value is ``chain(X)`` for a per-channel chain of elementwise stages (bias, BN, ReLU …), plus
-  max-pools, zero padding and a reshape that are postponed until the output quantizer (they
-  commute with it).
-
-A quantizer turns `Acc` (or `Codes`) back into `Codes` through a `threshold` op. Each state
-names the IR tensor that holds its integers; the converter keeps one state per Keras tensor,
-so branches and merges (Add, Concatenate) lower like chains.
+The context tracks what the current tensor is in integer terms (`tfxbar.export.states`):
+`Codes` (real value scale·x) or an accumulator `Acc` (real value chain(X), with postponed
+pools, padding and reshape). A quantizer turns `Acc` (or `Codes`) back into `Codes` through a
+`threshold` op. Each state names the IR tensor that holds its integers; the converter keeps one
+state per Keras tensor, so branches and merges (Add, Concatenate) lower like chains.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -24,54 +16,9 @@ import numpy as np
 from tfxbar.export.elementwise import Affine, Elementwise, Relu, Softmax
 from tfxbar.export.errors import ConversionError
 from tfxbar.export.ir import Graph, InputSpec, Op
+from tfxbar.export.states import Acc, Codes, add_multipliers
 
 __all__ = ["Acc", "Codes", "Lowering", "same_pads"]
-
-
-@dataclasses.dataclass
-class Codes:
-    """Integer codes x ≥ 0 in tensor `tensor`; real value scale·x, x ≤ max."""
-
-    shape: tuple[int, ...]
-    scale: float
-    max: int
-    tensor: str = ""
-
-    def copy(self) -> Codes:
-        return dataclasses.replace(self)
-
-
-@dataclasses.dataclass
-class Acc:
-    """A signed integer accumulator X in tensor `tensor` (static range [lo, hi] per channel),
-    real value chain(X), with postponed ops: max-pools / zero pads (at chain position), and a
-    reshape, emitted after the next quantizer (they commute with it)."""
-
-    shape: tuple[int, ...]
-    chain: list[Elementwise]
-    lo: np.ndarray
-    hi: np.ndarray
-    pools: list[tuple[Op, int]] = dataclasses.field(default_factory=list)
-    reshape: tuple[int, ...] | None = None
-    tensor: str = ""
-
-    @property
-    def linear(self) -> bool:
-        return all(isinstance(e, Affine) for e in self.chain)
-
-    def copy(self) -> Acc:
-        # Postponed ops are emitted by whichever consumer quantizes: each gets its own.
-        pools = [(dataclasses.replace(op, attrs=dict(op.attrs), arrays=dict(op.arrays)), i)
-                 for op, i in self.pools]
-        return dataclasses.replace(self, chain=list(self.chain), pools=pools)
-
-    def affine(self) -> Affine:
-        """The chain as one per-channel affine map (it must be linear)."""
-        channels = self.shape[-1]
-        total = Affine(np.ones(channels), np.zeros(channels))
-        for stage in self.chain:
-            total = total.then(stage)
-        return total
 
 
 def same_pads(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -353,20 +300,10 @@ class Lowering:
             highs.append(np.asarray(s.hi, np.int64))
         a = np.stack(slopes)                                   # (k, C)
         reach = np.maximum(np.abs(np.stack(lows)), np.abs(np.stack(highs))).astype(np.float64)
-        weight = (np.abs(a) * reach).sum(axis=0)
-        peak = np.abs(a).max(axis=0)
-        if np.any(peak == 0):
+        if np.any(np.abs(a).max(axis=0) == 0):
             raise ConversionError(layer, kind, "an input channel has zero scale",
                                   "check the BatchNormalization/weights feeding the Add")
-        limit = np.minimum(2.0 ** 52 / np.maximum(weight, 1e-300), 2.0 ** 52 / peak)
-        exponent = np.floor(np.log2(limit)).astype(np.int64)
-        m = np.round(a * 2.0 ** exponent).astype(np.int64)
-        while True:   # smallest integers: 2^k·m → m (exact ratios, e.g. equal steps, give small m)
-            even = np.all(m % 2 == 0, axis=0) & np.any(m != 0, axis=0)
-            if not even.any():
-                break
-            m[:, even] //= 2
-            exponent[even] -= 1
+        m, exponent = add_multipliers(a, reach)
         lo = sum(np.minimum(m[i] * lows[i], m[i] * highs[i]) for i in range(len(states)))
         hi = sum(np.maximum(m[i] * lows[i], m[i] * highs[i]) for i in range(len(states)))
         op = self._emit(Op(layer, "add", shape, shape, None,
