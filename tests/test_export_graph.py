@@ -206,3 +206,23 @@ def test_cli_on_a_graph_program(converted: dict, tmp_path, capsys) -> None:  # n
     assert main(["report", program_path, "--inputs", codes]) == 0
     out = capsys.readouterr().out
     assert "b1b_conv" in out and "b2_proj_conv" in out
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v1", "mobilenet_v2"])
+def test_reference_networks_deploy_exactly(name: str) -> None:
+    """tfxbar.models' ResNet and MobileNets (tiny widths, 16×16 inputs) convert, and the program
+    is the exact integer model with Keras's top-1 on every image."""
+    shape = (16, 16, 3)
+    if name == "resnet20":
+        model = tfxbar.models.resnet20((4, 8, 8), 1, input_shape=shape)
+    else:
+        model = tfxbar.models.mobilenet_small(((8, 1), (8, 2), (16, 1)), 8, input_shape=shape,
+                                              inverted_residual=name == "mobilenet_v2", expansion=2)
+    x = np.random.default_rng(0).uniform(0, 1, (64, *shape)).astype(np.float32)
+    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x)
+    program = tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+    report = fidelity.measure(qmodel, program, x)
+    assert report.total("program_exact") == 0 and report.total("unexplained") == 0
+    assert report.top1_agreement == 1.0
+    kinds = {op["kind"] for op in program.ops}
+    assert ("add" in kinds) == (name != "mobilenet_v1")
