@@ -227,7 +227,12 @@ def run_plain_op(op: dict[str, Any], arrays: dict[str, np.ndarray], args: list[n
             dtype = np.float32 if op["out_max"] < 2 ** 24 else np.float64
             return sum(a.astype(dtype, copy=False) for a in args)
         m = arrays["multipliers"]
-        return sum(a.astype(np.int64) * m[j] for j, a in enumerate(args))
+        # Exact in float64 when Σ max|m|·max|X| < 2^53 (every product and partial sum then is);
+        # the converter keeps its adds below 2^52, other writers may go up to 2^62 (int64).
+        bound = sum(float(np.abs(m[j]).max(initial=0)) * float(np.abs(a).max(initial=0))
+                    for j, a in enumerate(args))
+        dtype = np.float64 if bound < 2.0 ** 53 else np.int64
+        return sum(a.astype(dtype) * m[j].astype(dtype) for j, a in enumerate(args))
     if kind == "dequantize":
         return _dequantize(x, attrs["chain"], arrays)
     raise ValueError(f"op {op['name']!r}: unknown kind {kind!r}")
