@@ -283,6 +283,7 @@ def _array(dtype: str, shape: tuple[int, ...], lo: int | None = None, hi: int | 
             _fail(name, f"value {int(value.min())} out of range [{lo}, {hi}]")
         if value.size and hi is not None and int(value.max()) > hi:
             _fail(name, f"value {int(value.max())} out of range [{lo}, {hi}]")
+    check.layout = (np.dtype(dtype), tuple(shape))  # type: ignore[attr-defined]  # the loader's pre-read check
     return check
 
 
@@ -329,6 +330,7 @@ def _then(first: Check, second: Check) -> Check:
     def check(name: str, value: np.ndarray) -> None:
         first(name, value)
         second(name, value)
+    check.layout = getattr(first, "layout", None)  # type: ignore[attr-defined]
     return check
 
 
