@@ -19,6 +19,9 @@ from tfxbar.export.errors import FormatError
 __all__ = ["check_header", "expected_arrays"]
 
 Check = Callable[[str, np.ndarray], None]
+# Magnitude limit of accumulator bounds and thresholds: the interpreter computes T − 1 and −T
+# (direction −1) in int64, which INT64_MIN would wrap; accumulators are < 2^62 anyway (§4.1).
+_LIMIT = 2 ** 62
 _OP_KEYS = {"name", "kind", "in_shape", "out_shape", "out_max", "tap", "attrs"}
 _OPTION_KEYS = {"tile_rows", "tile_cols", "weight_mapping", "cell_bits", "dac_bits", "adc_bits",
                 "adc_range", "accumulator_bits", "accumulator_mode"}
@@ -299,9 +302,10 @@ def _crossbar_arrays(p: str, op: dict, arrays: dict, options: dict) -> dict[str,
     ref = 1 if attrs["reference"] else 0
     checks: dict[str, Check] = {
         f"{p}offset_num": _array("int64", (cols,)),
-        f"{p}acc_lo": _array("int64", (cols,)),
-        f"{p}acc_hi": _array("int64", (cols,)),
+        f"{p}acc_lo": _array("int64", (cols,), -_LIMIT, _LIMIT),
+        f"{p}acc_hi": _array("int64", (cols,), -_LIMIT, _LIMIT),
     }
+    shift_max = 0 if attrs["adc_range"] == "lossless" else 62   # lossless ADCs have step 1 (§4.1)
     for t, tile in enumerate(attrs["tiles"]):
         r, c = _length(arrays, f"{p}tile{t}.rows"), _length(arrays, f"{p}tile{t}.cols")
         checks[f"{p}tile{t}.rows"] = _array("int32", (max(r, 0),), 0, rows - 1)
@@ -312,9 +316,9 @@ def _crossbar_arrays(p: str, op: dict, arrays: dict, options: dict) -> dict[str,
             checks[f"{p}tile{t}.cols"] = _bad(f"length must be in 1..{options['tile_cols'] - ref} "
                                               "(tile_cols minus the reference column)")
         checks[f"{p}tile{t}.cells"] = _array("uint8", (planes, slices, r, c), 0, 2 ** attrs["slice_bits"] - 1)
-        checks[f"{p}tile{t}.adc_shift"] = _array("uint8", (planes, slices, c), 0, 62)
+        checks[f"{p}tile{t}.adc_shift"] = _array("uint8", (planes, slices, c), 0, shift_max)
         if tile["reference"]:
-            checks[f"{p}tile{t}.ref_shift"] = _array("uint8", (1,), 0, 62)
+            checks[f"{p}tile{t}.ref_shift"] = _array("uint8", (1,), 0, shift_max)
     # Last, once every row/column map has been checked on its own.
     checks[f"{p}acc_hi"] = _then(checks.pop(f"{p}acc_hi"), _coverage(p, attrs, arrays))
     return checks
@@ -382,7 +386,7 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
 def _threshold_arrays(p: str, op: dict) -> dict[str, Check]:
     channels, top = op["in_shape"][-1], 2 ** op["attrs"]["bits"] - 1
     return {f"{p}direction": _array("int8", (channels,), -1, 1),
-            f"{p}thresholds": _array("int64", (channels, top))}
+            f"{p}thresholds": _array("int64", (channels, top), -_LIMIT, _LIMIT)}
 
 
 def expected_arrays(header: dict, arrays: dict) -> dict[str, Check]:
