@@ -16,6 +16,7 @@ import numpy as np
 from tfxbar.atomic import write_atomically
 from tfxbar.export.container import MAX_BYTES, MAX_MEMBERS, NOT_A_PROGRAM, read_program
 from tfxbar.export.errors import FormatError
+from tfxbar.export.finite import check_finite, warn_if_negative
 from tfxbar.export.schema import check_header, expected_arrays
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NOT_A_PROGRAM", "Program", "load_program", "quantize_codes"]
@@ -64,8 +65,14 @@ class Program:
         return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Integer input codes of real inputs `x`: clip(round(x / scale), 0, 2^bits − 1)."""
+        """Integer input codes of real inputs `x`: clip(round(x / scale), 0, 2^bits − 1).
+
+        Raises ValueError for NaN/Inf inputs (they have no code) and warns when inputs are below
+        0 (the input quantizer is unsigned: they become code 0).
+        """
         spec = self.header["input"]
+        x = check_finite(x, "program.quantize_input(x): x", "replace or drop those inputs")
+        warn_if_negative(x, "program.quantize_input(x)")
         return quantize_codes(x, spec["bits"], spec["scale"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
