@@ -1,7 +1,13 @@
 """NaN/Inf and empty inputs on the Keras side (issue #16): calibration, quantizer calibration,
-conversion of non-finite weights, robustness evaluation, empty models."""
+conversion of non-finite weights, robustness evaluation, empty models; and `tfxbar export` now
+that `import tfxbar` (which the CLI does first) no longer imports tf_keras."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +96,14 @@ def test_evaluate_under_variation_refuses_empty_and_nan_data(qmodel: keras.Model
     with pytest.raises(ValueError, match="output is NaN/Inf on chip 0"):
         nan = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         tfxbar.evaluate_under_variation(qmodel, nan, device, trials=1, verbose=0)
+
+
+def test_cli_export_loads_a_quantized_model(qmodel: keras.Model, tmp_path: Path) -> None:
+    """The CLI imports tfxbar before tf_keras: export must still register tfxbar's objects."""
+    qmodel.save(tmp_path / "q.keras")
+    code = "import sys; from tfxbar.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", code, "export", str(tmp_path / "q.keras"), "-o",
+                             str(tmp_path / "q.xbar")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert tfxbar.load_program(tmp_path / "q.xbar").ops[0]["kind"] == "crossbar"

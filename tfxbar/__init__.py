@@ -40,11 +40,13 @@ _NUMPY_ONLY = {"ConversionError", "FormatError", "Interpreter", "Program", "load
                "check_program", "EnergyModel", "summary"}
 _SUBMODULES = ("check", "models", "quantizers")
 
-__all__ = sorted(_NAMES) + list(_SUBMODULES)
+__all__ = sorted(_NAMES) + list(_SUBMODULES) + ["register_keras_objects"]
 
 
-def _load_keras_side() -> None:
-    """Import every Keras-side module (TensorFlow), registering tfxbar's and tfmot's objects."""
+def register_keras_objects() -> None:
+    """Import every Keras-side module (TensorFlow), registering tfxbar's and tfmot's objects with
+    Keras. Automatic when tf_keras is imported before tfxbar or a Keras-side name is used; call it
+    before `tf_keras.models.load_model` otherwise."""
     for module in sorted(set(_NAMES.values()) | {f"tfxbar.{m}" for m in _SUBMODULES}):
         importlib.import_module(module)
 
@@ -55,7 +57,7 @@ def __getattr__(name: str) -> Any:
     if name not in _NAMES:
         raise AttributeError(f"module 'tfxbar' has no attribute {name!r}")
     if name not in _NUMPY_ONLY:
-        _load_keras_side()
+        register_keras_objects()
     value = getattr(importlib.import_module(_NAMES[name]), name)
     globals()[name] = value   # later lookups skip __getattr__
     return value
@@ -66,4 +68,4 @@ def __dir__() -> list[str]:
 
 
 if "tf_keras" in sys.modules:   # Keras is loaded already: register everything now, as before
-    _load_keras_side()
+    register_keras_objects()
