@@ -128,6 +128,10 @@ def corpus(blob: bytes) -> dict[str, bytes]:
     zeros = np.zeros(10_000_000, np.int64)   # 80 MB inflated, 78 KB deflated
     cases["bomb_wrong_shape"] = zip_of([(n, npy_bytes(zeros) if n == name else d) for n, d in members],
                                        zipfile.ZIP_DEFLATED)
+    tiny = npy_bytes(zeros)
+    tiny = tiny[:8] + b"\x00\x00" + tiny[10:]   # npy header length 0: a reader must not read on
+    cases["bomb_npy_header_length_0"] = zip_of([(n, tiny if n == name else d) for n, d in members],
+                                               zipfile.ZIP_DEFLATED)
     cases["bomb_header"] = zip_of([("header.npy", npy_bytes(np.full(20_000_000, 32, np.uint8)))]
                                   + members[1:], zipfile.ZIP_DEFLATED)
     cases["truncated_half"] = blob[:len(blob) // 2]

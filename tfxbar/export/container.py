@@ -203,7 +203,8 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> Me
             raise FormatError(key, f"unsupported npy format version {major}.{head[7]}")
         if length > _MAX_NPY_HEADER:
             raise FormatError(key, f"npy header of {length} bytes (at most {_MAX_NPY_HEADER})")
-        text = head[start:] + stream.read(length - (len(head) - start))
+        more = length - (len(head) - start)   # < 0 for a tiny header: read(-n) would read it all
+        text = head[start:start + length] + (stream.read(more) if more > 0 else b"")
     if len(text) != length:
         raise FormatError(key, "npy header truncated")
     try:
