@@ -157,14 +157,6 @@ def test_lossless_adc_with_a_shift_is_refused(programs: dict[str, Program]) -> N
         Program(program.header, arrays)
 
 
-def test_accumulator_bounds_of_int64_min_are_refused(programs: dict[str, Program]) -> None:
-    program = programs["offset"]
-    arrays = dict(program.arrays)
-    arrays["op1.acc_lo"] = np.full_like(program.arrays["op1.acc_lo"], INT64_MIN)
-    with pytest.raises(FormatError, match="op1.acc_lo: value"):
-        Program(program.header, arrays)
-
-
 def test_duplicate_header_member_is_refused(blob: bytes, tmp_path: Path) -> None:
     members = zipfile.ZipFile(io.BytesIO(blob))
     content = [(info.filename, members.read(info)) for info in members.infolist()]
