@@ -75,6 +75,26 @@ def test_non_finite_weights_name_the_layer(index: int, field: str) -> None:
         tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
 
 
+def test_a_nan_training_pixel_stops_the_export() -> None:
+    """One NaN pixel makes the learned steps and weights NaN during fit; export names a layer."""
+    qmodel = tfxbar.quantize_model(_model(), "w4a3", calibration_data=_data()[0])
+    qmodel.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data()
+    x[0, 0] = np.nan
+    qmodel.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    with pytest.raises(tfxbar.ConversionError, match=r"layer '.*' \(.*\): its .* NaN/Inf value"):
+        tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+
+
+def test_a_nan_output_step_names_the_layer() -> None:
+    qmodel = tfxbar.quantize_model(_model(), "w4a3", calibration_data=_data()[0])
+    output = [o for o in tfxbar.quantized_outputs(qmodel) if o.variables][-1]   # not the input's
+    for variable in output.variables.values():
+        variable.assign(np.nan)
+    with pytest.raises(tfxbar.ConversionError, match=rf"layer '{output.layer.name}' .*output quantizer step"):
+        tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
+
+
 def test_empty_model_is_a_conversion_error() -> None:
     with pytest.raises(tfxbar.ConversionError, match="model: has no layers"):
         tfxbar.CrossbarConverter.from_keras_model(keras.Sequential([keras.Input((4,))]))
