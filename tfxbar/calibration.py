@@ -9,6 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfxbar import tfmot_api
+from tfxbar.export.finite import check_finite, warn_if_negative
 from tfxbar.introspect import quantized_outputs
 
 __all__ = ["calibrate"]
@@ -43,7 +44,11 @@ def _as_array(data: Any, max_samples: int) -> np.ndarray:
     array = np.asarray(data)
     if array.size == 0:
         raise ValueError("calibration data is empty")
-    return array[:max_samples]
+    # One NaN sample would make every step downstream NaN, silently.
+    array = check_finite(array[:max_samples], "calibration data", "drop or replace those samples "
+                         "(e.g. x[np.isfinite(x).all(axis=tuple(range(1, x.ndim)))])")
+    warn_if_negative(array, "calibration data")
+    return array
 
 
 def calibrate(model: keras.Model, data: Any, *, max_samples: int = 2048,
@@ -80,7 +85,8 @@ def calibrate(model: keras.Model, data: Any, *, max_samples: int = 2048,
             if wrapper is not None:  # the quantizer sees the wrapped layer's output
                 entering = _before_output_quantizer(wrapper, entering)
             parts.append(np.asarray(entering))
-        entering = np.concatenate(parts)
+        entering = check_finite(np.concatenate(parts), f"the input of {output.layer.name!r}'s quantizer",
+                                "the layers before it produce NaN/Inf: check their weights")
         step = float(output.quantizer.calibrated_step(entering))
         output.quantizer.set_step(output.variables, step)
         chosen[output.layer.name] = step

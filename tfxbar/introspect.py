@@ -10,6 +10,7 @@ import tf_keras as keras
 
 from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
+from tfxbar.export.finite import require_finite_weights
 from tfxbar.quantizers import ActivationForm, ClippedRound, IntegerForm, WeightQuantizer
 
 __all__ = ["QuantizedKernel", "QuantizedOutput", "output_codes", "quantized_kernels", "quantized_outputs"]
@@ -51,7 +52,11 @@ class QuantizedOutput:
     variables: dict[str, Any]
 
     def form(self) -> ActivationForm:
-        return self.quantizer.form({k: v.numpy() for k, v in self.variables.items()})
+        form = self.quantizer.form({k: v.numpy() for k, v in self.variables.items()})
+        # A NaN training pixel makes a learned step NaN; thresholds folded from it are garbage.
+        require_finite_weights(self.layer.name, type(self.layer).__name__,
+                               **{"output quantizer step": form.step})
+        return form
 
     def input_tensor(self) -> Any:
         """The symbolic tensor that enters this quantizer's layer."""

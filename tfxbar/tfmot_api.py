@@ -1,6 +1,7 @@
 """The tfmot names tfxbar uses, in one place (QuantizeLayer is not exported by tfmot 0.8)."""
 
 import tensorflow_model_optimization as tfmot
+import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
     QuantizeLayer,
 )
@@ -40,3 +41,8 @@ __all__ = [
     "quantize_annotate_model",
     "quantize_apply",
 ]
+
+# tfmot's wrapper layers are only known inside `quantize_scope()`; make them global so a saved
+# quantized model loads with plain `load_model` (every Keras-side tfxbar module imports this one).
+for _cls in (QuantizeWrapperV2, QuantizeWrapper, QuantizeLayer):
+    keras.utils.get_custom_objects().setdefault(_cls.__name__, _cls)

@@ -6,14 +6,16 @@ its parser (``parser.set_defaults(handler=...)``). A listed module that is not i
 skipped, so a subcommand is added by creating its module.
 
 Exit codes: 0 success; 1 the check found a violation (or ``run --min-accuracy`` was missed);
-2 usage or input error (bad arguments, unreadable or invalid files, conversion errors);
-130 interrupted.
+2 usage or input error (bad arguments, unreadable or invalid files, conversion errors; also
+an unexpected internal error, reported in one line — TFXBAR_DEBUG=1 shows its traceback);
+130 interrupted. ``info``, ``check`` and ``run`` on a program file never import TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -100,4 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, FileNotFoundError) and exc.filename:
             message = f"no such file: {exc.filename}"
         print(f"tfxbar {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:   # never a traceback (exit 1 would read as "violation"); a bug: say so
+        if os.environ.get("TFXBAR_DEBUG"):
+            raise
+        print(f"tfxbar {args.command}: internal error: {type(exc).__name__}: {exc} (please report it; "
+              "TFXBAR_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_ERROR

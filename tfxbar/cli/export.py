@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     import tfxbar
     from tfxbar.cli._common import load_inputs
 
+    tfxbar.register_keras_objects()   # the CLI imported tfxbar before tf_keras: register now
+
     start = time.perf_counter()
     try:
         model = keras.models.load_model(args.model, compile=False)

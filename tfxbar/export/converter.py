@@ -66,6 +66,9 @@ class CrossbarConverter:
 
     def __init__(self, model: keras.Model, config: ConverterConfig | None = None) -> None:
         require_tf_keras(model)
+        if not model.layers:   # lower() would fail with an IndexError on model.layers[-1]
+            raise ConversionError(None, "model", "has no layers", "add layers (at least one Dense or Conv2D) "
+                                  "and quantize it with tfxbar.quantize_model")
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "config", config or ConverterConfig())
         object.__setattr__(self, "passes", list(PIPELINE))

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from tfxbar.atomic import write_atomically
+from tfxbar.export.container import MAX_BYTES, MAX_MEMBERS, NOT_A_PROGRAM, read_program
 from tfxbar.export.errors import FormatError
+from tfxbar.export.finite import check_finite, warn_if_negative
 from tfxbar.export.schema import check_header, expected_arrays, upgrade_header
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NOT_A_PROGRAM", "Program", "load_program", "quantize_codes"]
 
 FORMAT_NAME = "tfxbar-program"
-# In the FormatError of a file that is no program at all (not a damaged one): callers test for it.
-NOT_A_PROGRAM = "not a tfxbar program"
 FORMAT_VERSION = 2
 HEADER_KEY = "header"
 
@@ -69,8 +68,14 @@ class Program:
         return {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Integer input codes of real inputs `x`: clip(round(x / scale), 0, 2^bits − 1)."""
+        """Integer input codes of real inputs `x`: clip(round(x / scale), 0, 2^bits − 1).
+
+        Raises ValueError for NaN/Inf inputs (they have no code) and warns when inputs are below
+        0 (the input quantizer is unsigned: they become code 0).
+        """
         spec = self.header["input"]
+        x = check_finite(x, "program.quantize_input(x): x", "replace or drop those inputs")
+        warn_if_negative(x, "program.quantize_input(x)")
         return quantize_codes(x, spec["bits"], spec["scale"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -104,35 +109,15 @@ def quantize_codes(x: np.ndarray, bits: int, scale: float) -> np.ndarray:
     return np.round(v).astype(np.int64)
 
 
-def load_program(path: str | os.PathLike[str]) -> Program:
+def load_program(path: str | os.PathLike[str], *, max_members: int = MAX_MEMBERS,
+                 max_bytes: int = MAX_BYTES) -> Program:
     """Read and validate a program file.
+
+    The container is checked before any array data is read (`tfxbar.export.container`): at
+    most `max_members` archive members and `max_bytes` bytes of uncompressed arrays.
 
     Raises:
         FormatError: the file is not a readable program (version 1 or 2); the message names the field.
     """
-    try:
-        with open(os.fspath(path), "rb") as handle:
-            magic = handle.read(4)
-        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):   # a zip archive's first bytes (.npz)
-            raise FormatError("file", f"{os.fspath(path)} is {NOT_A_PROGRAM} (expected the .npz archive "
-                                      "that `tfxbar export` or Program.save writes)")
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (FileNotFoundError, IsADirectoryError, FormatError):
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise FormatError("file", f"not a readable .npz archive ({exc})") from None
-    raw = arrays.pop(HEADER_KEY, None)
-    if raw is None:
-        raise FormatError(HEADER_KEY, f"missing: an .npz archive but {NOT_A_PROGRAM}")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise FormatError(HEADER_KEY, f"must be a 1-D uint8 array of UTF-8 JSON, got {raw.dtype} {raw.shape}")
-    try:
-        header = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise FormatError(HEADER_KEY, f"not valid UTF-8 JSON ({exc})") from None
+    header, arrays = read_program(path, HEADER_KEY, max_members=max_members, max_bytes=max_bytes)
     return Program(header, arrays)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")

@@ -22,6 +22,7 @@ import tf_keras as keras
 from tfxbar import tfmot_api
 from tfxbar.export.elementwise import Affine, Relu, Softmax
 from tfxbar.export.errors import ConversionError
+from tfxbar.export.finite import require_finite_weights
 from tfxbar.export.lowering import Acc, Codes, Lowering, same_pads
 from tfxbar.introspect import QuantizedKernel
 
@@ -100,6 +101,8 @@ def _crossbar_parts(layer: keras.layers.Layer, ctx: LayerContext) -> tuple:
     scale = np.broadcast_to(form.scale, form.codes.shape).reshape(-1, out)[0]
     offset = np.broadcast_to(form.offset, form.codes.shape).reshape(-1, out)[0]
     bias = layer.bias.numpy() if getattr(layer, "use_bias", False) else np.zeros(out, np.float32)
+    require_finite_weights(layer.name, kind, kernel=ctx.kernel.kernel.numpy(), bias=bias, scale=scale,
+                           offset=offset)
     return form.codes.reshape(-1, out), scale, offset, bias, form.levels
 
 
@@ -186,6 +189,7 @@ def _depthwise(layer: keras.layers.Layer, ctx: LayerContext) -> None:
         dense[rows, np.arange(channels)[None, :] * mult + q] = form.codes[..., q].reshape(kh * kw, channels)
     scale = np.broadcast_to(form.scale, form.codes.shape)[0, 0].reshape(-1)
     bias = layer.bias.numpy() if layer.use_bias else np.zeros(channels * mult, np.float32)
+    require_finite_weights(layer.name, kind, kernel=ctx.kernel.kernel.numpy(), bias=bias, scale=scale)
     shape = ctx.lowering._shape()  # noqa: SLF001
     (oh, ow), geometry = _conv_geometry(layer, kind, shape, tuple(layer.kernel_size), tuple(layer.strides))
     geometry["groups"] = int(channels)

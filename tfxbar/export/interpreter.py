@@ -29,6 +29,7 @@ input patches (one row per patch, K columns) of every crossbar op in either mode
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ import numpy as np
 from tfxbar.export.adc import adc, float_adc
 from tfxbar.export.blas import default_workers, single_threaded_blas
 from tfxbar.export.crossbar import Crossbar, Tile, release_scratch
-from tfxbar.export.format import Program
+from tfxbar.export.format import Program, load_program
 from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, run_plain_op
 
 __all__ = ["Interpreter"]
@@ -51,9 +52,10 @@ class Interpreter:
     """Run a `Program` on integer input codes.
 
     Arguments:
-        program: a `Program` (from `CrossbarConverter.convert` or `load_program`).
+        program: a `Program` (from `CrossbarConverter.convert` or `load_program`), or the path of
+            a program file (read with `load_program`).
         mode: ``"ideal"`` or ``"hardware"``.
-        accumulator_bits: hardware accumulator width (default: the program's option).
+        accumulator_bits: hardware accumulator width, 2..64 (default: the program's option).
         accumulator_mode: ``"saturate"`` or ``"wrap"`` (default: the program's option).
         conductances: optional device instance for hardware mode (see the module docstring).
         workers: batches run concurrently, each on one BLAS thread (default: the usable CPUs,
@@ -69,12 +71,24 @@ class Interpreter:
         >>> logits = interpreter.run(x_test_uint8)
     """
 
-    def __init__(self, program: Program, mode: str = "ideal", *, accumulator_bits: int | None = None,
+    def __init__(self, program: Program | str | os.PathLike[str], mode: str = "ideal", *,
+                 accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
                  conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
                  workers: int | None = None, lanes: int = 4) -> None:
+        if isinstance(program, (str, os.PathLike)):   # a program file, like tf.lite.Interpreter(model_path)
+            program = load_program(program)
+        if not isinstance(program, Program):
+            raise TypeError(f"program must be a tfxbar Program or a program file's path, "
+                            f"got {type(program).__name__}")
+        if not program.ops:   # only possible with Program(..., validate=False)
+            raise ValueError("the program has no ops; build it with CrossbarConverter or load_program")
         if mode not in ("ideal", "hardware"):
             raise ValueError(f"mode must be 'ideal' or 'hardware', got {mode!r}")
+        if accumulator_bits is not None and (isinstance(accumulator_bits, bool) or not isinstance(
+                accumulator_bits, (int, np.integer)) or not 2 <= accumulator_bits <= 64):
+            raise ValueError(f"accumulator_bits must be an integer in 2..64 (a signed accumulator the "
+                             f"int64 arithmetic can model), got {accumulator_bits!r}; None: the program's")
         self.program, self.mode = program, mode
         options = program.header["options"]
         self.accumulator_bits = int(accumulator_bits or options["accumulator_bits"])
@@ -177,7 +191,8 @@ class Interpreter:
                 total = self._counters(name, self.stats)
                 for key, value in counts.items():
                     total[key] += value
-        result = np.concatenate(outputs) if outputs else np.zeros((0,), np.float64)
+        # An empty batch gives an empty output of the right shape (predict's argmax then works).
+        result = np.concatenate(outputs) if outputs else np.zeros((0, *self.ops[-1]["out_shape"]), np.float64)
         if taps:
             return result, {k: self._as_codes(k, np.concatenate(v)) for k, v in tapped.items()}
         return result

@@ -22,6 +22,9 @@ __all__ = ["check_header", "expected_arrays", "upgrade_header"]
 FORMAT_VERSIONS = (1, 2)
 
 Check = Callable[[str, np.ndarray], None]
+# Magnitude limit of thresholds: the interpreter computes T − 1 and −T (direction −1) in int64,
+# which INT64_MIN would wrap; accumulators are < 2^62 anyway (§4.1), so no threshold needs more.
+_LIMIT = 2 ** 62
 _OP_KEYS = {"name", "kind", "inputs", "in_shape", "out_shape", "out_max", "tap", "attrs"}
 _OP_KEYS_V1 = _OP_KEYS - {"inputs"}
 _OPTION_KEYS = {"tile_rows", "tile_cols", "weight_mapping", "cell_bits", "dac_bits", "adc_bits",
@@ -379,6 +382,7 @@ def _array(dtype: str, shape: tuple[int, ...], lo: int | None = None, hi: int | 
             _fail(name, f"value {int(value.min())} out of range [{lo}, {hi}]")
         if value.size and hi is not None and int(value.max()) > hi:
             _fail(name, f"value {int(value.max())} out of range [{lo}, {hi}]")
+    check.layout = (np.dtype(dtype), tuple(shape))  # type: ignore[attr-defined]  # the loader's pre-read check
     return check
 
 
@@ -397,6 +401,7 @@ def _crossbar_arrays(p: str, op: dict, arrays: dict, options: dict) -> dict[str,
         f"{p}acc_lo": _array("int64", (cols,)),
         f"{p}acc_hi": _array("int64", (cols,)),
     }
+    shift_max = 0 if attrs["adc_range"] == "lossless" else 62   # lossless ADCs have step 1 (§4.1)
     for t, tile in enumerate(attrs["tiles"]):
         r, c = _length(arrays, f"{p}tile{t}.rows"), _length(arrays, f"{p}tile{t}.cols")
         checks[f"{p}tile{t}.rows"] = _array("int32", (max(r, 0),), 0, rows - 1)
@@ -407,9 +412,9 @@ def _crossbar_arrays(p: str, op: dict, arrays: dict, options: dict) -> dict[str,
             checks[f"{p}tile{t}.cols"] = _bad(f"length must be in 1..{options['tile_cols'] - ref} "
                                               "(tile_cols minus the reference column)")
         checks[f"{p}tile{t}.cells"] = _array("uint8", (planes, slices, r, c), 0, 2 ** attrs["slice_bits"] - 1)
-        checks[f"{p}tile{t}.adc_shift"] = _array("uint8", (planes, slices, c), 0, 62)
+        checks[f"{p}tile{t}.adc_shift"] = _array("uint8", (planes, slices, c), 0, shift_max)
         if tile["reference"]:
-            checks[f"{p}tile{t}.ref_shift"] = _array("uint8", (1,), 0, 62)
+            checks[f"{p}tile{t}.ref_shift"] = _array("uint8", (1,), 0, shift_max)
     # Last, once every row/column map has been checked on its own.
     checks[f"{p}acc_hi"] = _then(checks.pop(f"{p}acc_hi"), _coverage(p, attrs, arrays))
     return checks
@@ -425,6 +430,7 @@ def _then(first: Check, second: Check) -> Check:
     def check(name: str, value: np.ndarray) -> None:
         first(name, value)
         second(name, value)
+    check.layout = getattr(first, "layout", None)  # type: ignore[attr-defined]
     return check
 
 
@@ -490,7 +496,7 @@ def _block_mask(attrs: dict) -> np.ndarray:
 def _threshold_arrays(p: str, op: dict) -> dict[str, Check]:
     channels, top = op["in_shape"][-1], 2 ** op["attrs"]["bits"] - 1
     return {f"{p}direction": _array("int8", (channels,), -1, 1),
-            f"{p}thresholds": _array("int64", (channels, top))}
+            f"{p}thresholds": _array("int64", (channels, top), -_LIMIT, _LIMIT)}
 
 
 def expected_arrays(header: dict, arrays: dict) -> dict[str, Check]:

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfxbar import tfmot_api
+from tfxbar.export.finite import check_finite
 from tfxbar.quantizers.config_identity import ConfigIdentity
 from tfxbar.quantizers.ste import round_ste
 from tfxbar.quantizers.variable_order import inner_weights_first
@@ -42,7 +43,10 @@ class ActivationForm:
 
 
 def mse_step(values: np.ndarray, bits: int, candidates: int = 128) -> float:
-    """Step that minimises E[(q(x) − relu(x))²] over `values` (a grid over clipping ranges)."""
+    """Step that minimises E[(q(x) − relu(x))²] over `values` (a grid over clipping ranges).
+
+    Raises ValueError for NaN/Inf values (np.maximum would keep a NaN and the step become NaN)."""
+    values = check_finite(values, "calibration values", "drop or replace the samples that produce them")
     x = np.maximum(np.asarray(values, np.float32).ravel(), 0.0)
     if x.size > _CALIBRATION_SAMPLE:
         x = np.random.default_rng(0).choice(x, _CALIBRATION_SAMPLE, replace=False)

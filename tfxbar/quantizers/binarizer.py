@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import tf_keras as keras
 
+from tfxbar.export.finite import check_finite
 from tfxbar.quantizers.activation import ClippedRound, mse_step
 
 __all__ = ["InputBinarizer"]
@@ -53,6 +54,7 @@ class InputBinarizer(ClippedRound):
         return 0.5
 
     def calibrated_step(self, values: np.ndarray) -> float:
+        values = check_finite(values, "calibration values", "drop or replace the samples that produce them")
         x = np.maximum(np.asarray(values, np.float32).ravel(), 0.0)
         if self.rule == "mse":
             return mse_step(x, 1, candidates=256)

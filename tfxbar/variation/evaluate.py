@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfxbar.compat import require_tf_keras
+from tfxbar.export.finite import check_finite
 from tfxbar.variation.cells import VariationState, _Structure, install, uninstall
 from tfxbar.variation.devices import DeviceModel
 
@@ -67,7 +68,7 @@ class _Evaluator:
         self.state = VariationState(device)
         self.step = tf.function(self._step, reduce_retracing=True)
 
-    def _step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         self.state.reads.assign_add(1)  # a new read of the same chip for every batch
         pred = self.model(x, training=False)
         if pred.shape.rank is None or pred.shape[-1] in (None, 1):
@@ -77,10 +78,13 @@ class _Evaluator:
             y = tf.argmax(y, axis=-1)  # one-hot labels
         labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
         hits = tf.equal(tf.argmax(tf.reshape(pred, [-1, pred.shape[-1]]), axis=-1), labels)
-        return tf.reduce_sum(tf.cast(hits, tf.int64)), tf.size(labels, out_type=tf.int64)
+        # A NaN output's argmax is class 0: an accuracy would come out of NaN inputs or weights.
+        finite = tf.reduce_all(tf.math.is_finite(tf.cast(pred, tf.float32)))
+        return tf.reduce_sum(tf.cast(hits, tf.int64)), tf.size(labels, out_type=tf.int64), finite
 
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EMPTY = "evaluate_under_variation: the dataset is empty; give at least one (x, y) example"
 
 
 def _evaluator(model: keras.Model, device: DeviceModel) -> _Evaluator:
@@ -96,7 +100,10 @@ def _as_dataset(data: Any, batch_size: int) -> tf.data.Dataset:
     if isinstance(data, tf.data.Dataset):
         return data
     if isinstance(data, tuple | list) and len(data) == 2:
-        return tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
+        x = check_finite(data[0], "evaluate_under_variation: x", "drop or replace those examples")
+        if len(x) == 0:
+            raise ValueError(_EMPTY)
+        return tf.data.Dataset.from_tensor_slices((x, data[1])).batch(batch_size)
     raise TypeError("dataset must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple")
 
 
@@ -150,9 +157,14 @@ def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceMod
             ev.state.reads.assign(0)
             hits, total = 0, 0
             for x, y in data:
-                h, n = ev.step(x, y)
+                h, n, finite = ev.step(x, y)
+                if not bool(finite):
+                    raise ValueError(f"evaluate_under_variation: the model's output is NaN/Inf on chip "
+                                     f"{trial}: NaN/Inf in the dataset or the weights")
                 hits, total = hits + int(h), total + int(n)
-            accuracies.append(hits / max(total, 1))
+            if total == 0:
+                raise ValueError(_EMPTY)
+            accuracies.append(hits / total)
             progbar.update(trial + 1, [("accuracy", accuracies[-1])])
     finally:
         uninstall(saved)
