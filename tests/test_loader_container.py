@@ -29,8 +29,8 @@ def _with_threshold(program: Program) -> Program:
     arrays = dict(program.arrays)
     xbar, out = header["ops"]
     n = xbar["out_shape"][0]
-    threshold = {"name": "q", "kind": "threshold", "inputs": [xbar["name"]], "in_shape": [n], "out_shape": [n],
-                 "out_max": 3, "tap": None, "attrs": {"bits": 2}}
+    threshold = {"name": "q", "kind": "threshold", "inputs": [xbar["name"]], "in_shape": [n],
+                 "out_shape": [n], "out_max": 3, "tap": None, "attrs": {"bits": 2}}
     header["ops"] = [xbar, threshold, dict(out, in_shape=[n], inputs=["q"])]
     arrays["op1.thresholds"] = np.tile(np.array([-5, 0, 5], np.int64), (n, 1))
     arrays["op1.direction"] = np.ones(n, np.int8)
