@@ -9,7 +9,7 @@ import tf_keras as keras
 from export_toys import pixel_codes, trained
 
 import tfxbar
-from tfxbar.hardware import HardwareMode, TileLayout
+from tfxbar.hardware import HardwareMode, TileLayout, with_adc_steps
 from tfxbar.hardware.cells import group_cells, weight_cells
 from tfxbar.hardware.ste import straight_through
 from tfxbar.introspect import output_codes
@@ -157,3 +157,17 @@ def test_a_program_of_another_model_is_refused(models) -> None:
     program = _program(models["w4a3"], codes)
     with pytest.raises(ValueError, match="has no tfxbar-quantized layer"):
         HardwareMode(keras.Sequential([keras.layers.Dense(2, input_shape=(3,))]), program=program)
+
+
+def test_deployment_keeps_the_adc_steps_trained_against(models) -> None:
+    codes, _ = pixel_codes(64)
+    program = _program(models["w4a3"], codes, adc_bits=3)
+    other = _program(models["w4a3"], codes[32:], adc_bits=3, representative_data=codes[32:40])
+    deployed = with_adc_steps(other, program)
+    shifts = [k for k in program.arrays if k.endswith("_shift")]
+    assert any(not np.array_equal(other.arrays[k], program.arrays[k]) for k in shifts)
+    for k in program.arrays:
+        expected = program.arrays[k] if k.endswith("_shift") else other.arrays[k]
+        np.testing.assert_array_equal(deployed.arrays[k], expected)
+    with pytest.raises(ValueError, match="tile grid"):
+        with_adc_steps(_program(models["w4a3"], codes, tile_rows=16), program)

@@ -4,6 +4,8 @@ trainable through straight-through gradients (docs/hardware_mode.md)."""
 
 from tfxbar.hardware.model import HardwareCrossbar, HardwareMode
 from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation
+from tfxbar.hardware.steps import with_adc_steps
 from tfxbar.hardware.tiles import TileLayout
 
-__all__ = ["Accumulator", "CrossbarSimulation", "HardwareCrossbar", "HardwareMode", "TileLayout"]
+__all__ = ["Accumulator", "CrossbarSimulation", "HardwareCrossbar", "HardwareMode", "TileLayout",
+           "with_adc_steps"]

@@ -16,9 +16,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfxbar.hardware.tiles import TileLayout
+from tfxbar.hardware.tiles import RowGroup, TileLayout
 
-__all__ = ["Accumulator", "CrossbarSimulation", "dac_planes", "patches"]
+__all__ = ["Accumulator", "CrossbarSimulation", "dac_planes", "group_patches", "pad"]
 
 _EXACT_ADC_FLOAT32 = 2 ** 22
 _EXACT_FLOAT32 = 2 ** 24
@@ -59,17 +59,42 @@ def dac_planes(codes: tf.Tensor, dac_bits: int, cycles: int) -> tf.Tensor:
     return tf.concat(planes, axis=0)
 
 
-def patches(x: tf.Tensor, layout: TileLayout) -> tf.Tensor:
-    """Patch rows (…, K) of a crossbar's input: im2col of the zero-padded NHWC input for Conv2D,
-    rows ordered (kh, kw, C) row-major as docs/format.md; the input itself for Dense."""
+def pad(x: tf.Tensor, layout: TileLayout) -> tf.Tensor:
+    """A Conv2D crossbar's NHWC input with the program's zero padding (code 0 is the real 0)."""
     if layout.layer_type == "Dense":
         return x
-    attrs = layout.attrs
-    (kh, kw), (sh, sw), (pt, pb, pl, pr) = attrs["kernel"], attrs["strides"], attrs["pads"]
-    if pt or pb or pl or pr:
-        x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-    out = tf.image.extract_patches(x, [1, kh, kw, 1], [1, sh, sw, 1], [1, 1, 1, 1], "VALID")
-    return tf.reshape(out, [-1, layout.rows])
+    pt, pb, pl, pr = layout.attrs["pads"]
+    return tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]]) if pt or pb or pl or pr else x
+
+
+def _segments(rows: np.ndarray, channels: int) -> list[tuple[int, int, int]]:
+    """A row group's patch rows as runs ``(tap, first channel, end channel)`` (rows are ordered
+    (kh, kw, C), so row k is channel k % C of kernel tap k // C)."""
+    runs: list[list[int]] = []
+    for k in rows.tolist():
+        tap, c = divmod(k, channels)
+        if runs and runs[-1][0] == tap and runs[-1][2] == c:
+            runs[-1][2] += 1
+        else:
+            runs.append([tap, c, c + 1])
+    return [tuple(r) for r in runs]
+
+
+def group_patches(x: tf.Tensor, layout: TileLayout, group: RowGroup) -> tf.Tensor:
+    """Patch rows (…, r) of one row group: the group's own columns of im2col, cut from strided
+    windows of the padded NHWC input (no full im2col: a group needs r/K of it); Dense: a slice."""
+    rows = group.rows
+    if layout.layer_type == "Dense":
+        return x[:, int(rows[0]):int(rows[0]) + len(rows)] if group.contiguous else tf.gather(x, rows, axis=1)
+    (kh, kw), (sh, sw) = layout.attrs["kernel"], layout.attrs["strides"]
+    channels = layout.rows // (kh * kw)
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    parts = []
+    for tap, c0, c1 in _segments(rows, channels):
+        dy, dx = divmod(tap, kw)
+        parts.append(x[:, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw, c0:c1])
+    out = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+    return tf.reshape(out, [-1, len(rows)])
 
 
 class CrossbarSimulation:
@@ -110,7 +135,8 @@ class CrossbarSimulation:
         """The accumulator X for patch rows of every DAC cycle.
 
         Arguments:
-            planes: (cycles · M, K) bit-plane patches, cycle-major (`dac_planes` then `patches`).
+            planes: bit-planes of the input, cycle-major on axis 0 (`dac_planes` then `pad`):
+                (cycles · B, K) for Dense, (cycles · B, H, W, C) zero padded for Conv2D.
             cells: per row group, its (r, P·L·N) cell matrix in `cell_dtype()`.
             offset_num: the digital offset B (N,) as float64 (default: the program's).
 
@@ -121,19 +147,13 @@ class CrossbarSimulation:
         layout = self.layout
         cycles, n = layout.cycles, layout.cols
         planes = tf.cast(planes, self.dtype)
-        m = tf.shape(planes)[0] // cycles
         clips = tf.constant(0, tf.int64)
         overflows = tf.constant(0, tf.int64)
         top = float(layout.top)
-        if self.free:
-            acc = tf.zeros([m, n], self.sum_dtype)
-            total = tf.zeros([m, 1], self.sum_dtype)
-        else:
-            acc = tf.zeros([m, n], tf.int64)
-            total = tf.zeros([m, 1], tf.int64)
+        acc = total = tf.constant(0, self.sum_dtype if self.free else tf.int64)
         for g, group in enumerate(layout.groups):
-            x = planes[:, int(group.rows[0]):int(group.rows[0]) + len(group.rows)] if group.contiguous \
-                else tf.gather(planes, group.rows, axis=1)
+            x = group_patches(planes, layout, group)           # (cycles·M, r)
+            m = tf.shape(x)[0] // cycles
             partial = tf.matmul(x, cells[g])                       # (cycles·M, P·L·N)
             code = tf.floor(partial * tf.constant(self.inv_step[g], self.dtype) + 0.5)
             clips += tf.reduce_sum(tf.cast(code > top, tf.int64))
