@@ -89,9 +89,11 @@ class HardwareCrossbar:
     def __init__(self, layout: TileLayout, kernel: QuantizedKernel, input_step: Callable[[], tf.Tensor],
                  accumulator: Accumulator, fixed_cells: list[np.ndarray] | None = None) -> None:
         self.layout, self.kernel, self.input_step = layout, kernel, input_step
-        self.simulation = CrossbarSimulation(layout, accumulator, device=fixed_cells is not None)
-        dtype = self.simulation.cell_dtype()
-        self.fixed_cells = None if fixed_cells is None else [tf.constant(c, dtype) for c in fixed_cells]
+        self.simulation = CrossbarSimulation(layout, accumulator)
+        # Device cells are real numbers: their ADC also clamps at 0 (partial sums can be negative).
+        self.device_simulation = CrossbarSimulation(layout, accumulator, device=True)
+        self.fixed_cells: list[tf.Variable] | None = None
+        self.use_fixed = False
         self.layer = kernel.layer
         # XLA fuses the ADC, shift-add and counters into the GEMMs' consumers (≈ 2.5× faster than
         # separate TF ops, docs/hardware_mode.md); every value is an exact integer in any order.
@@ -102,6 +104,30 @@ class HardwareCrossbar:
             self.adc_clips = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.acc_overflows = tf.Variable(0, dtype=tf.int64, trainable=False)
             self.adc_conversions = tf.Variable(0, dtype=tf.int64, trainable=False)
+        if fixed_cells is not None:
+            self.set_cells(fixed_cells)
+
+    def set_cells(self, cells: list[np.ndarray] | None) -> bool:
+        """Use fixed (device) cell matrices, one per row group, or None: cells from the weights.
+
+        Returns:
+            Whether traced functions must be traced again (the source of the cells changed);
+            another chip only assigns the same variables, so functions traced for one chip
+            serve every chip.
+        """
+        fixed = cells is not None
+        changed = fixed != self.use_fixed
+        self.use_fixed = fixed
+        if not fixed:
+            return changed
+        dtype = self.device_simulation.cell_dtype()
+        if self.fixed_cells is None:
+            with tf.init_scope():
+                self.fixed_cells = [tf.Variable(c, dtype=dtype, trainable=False) for c in cells]
+            return True
+        for variable, value in zip(self.fixed_cells, cells, strict=True):
+            variable.assign(tf.cast(value, dtype))
+        return changed
 
     def reset(self) -> None:
         """Zero the counters."""
@@ -123,7 +149,7 @@ class HardwareCrossbar:
         Returns:
             ``(X (patches, N) exact integers, ADC clips, accumulator overflows, patches)``.
         """
-        if self.fixed_cells is not None:
+        if self.use_fixed:
             return self._compiled(codes, None, None)
         w, _, offset = self.parts()
         return self._compiled(codes, w, offset)
@@ -134,11 +160,12 @@ class HardwareCrossbar:
         planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
         offset_num = None
         if w is None:
-            cells = self.fixed_cells
+            cells = [tf.convert_to_tensor(c) for c in self.fixed_cells]
+            acc, clips, overflows = self.device_simulation(planes, cells)
         else:
             full, offset_num = weight_cells(layout, w, offset, int(self.low))
             cells = group_cells(layout, full, self.simulation.cell_dtype())
-        acc, clips, overflows = self.simulation(planes, cells, offset_num)
+            acc, clips, overflows = self.simulation(planes, cells, offset_num)
         return acc, clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
@@ -219,11 +246,24 @@ class HardwareMode:
                 raise ValueError(f"crossbar op {op['name']!r} has no tfxbar-quantized layer of that name "
                                  "in the model; pass the program converted from this model")
             layout = TileLayout(op, self.program.op_arrays(index))
-            fixed = None if conductances is None else \
-                [layout.program_cells(g, conductances) for g in layout.groups]
             self.crossbars[op["name"]] = HardwareCrossbar(layout, kernel, _input_step(model, kernel.wrapper),
-                                                          self.accumulator, fixed)
+                                                          self.accumulator)
         self.installed = False
+        self.set_chip(conductances)
+
+    def set_chip(self, conductances: Callable[[str, int, np.ndarray], np.ndarray] | None) -> None:
+        """Program one chip: the device conductances of the program's cells (the callable
+        `tfxbar.Interpreter` takes, e.g. `tfxbar.hardware.chips.device_chip`), or None for the
+        cells of the current weights. Another chip of the same program only assigns variables
+        (no retrace)."""
+        retrace = False
+        for crossbar in self.crossbars.values():
+            layout = crossbar.layout
+            cells = None if conductances is None else \
+                [layout.program_cells(g, conductances) for g in layout.groups]
+            retrace = crossbar.set_cells(cells) or retrace
+        if retrace and self.installed:
+            self._retrace()
 
     def install(self) -> HardwareMode:
         """Put the hardware crossbars into the model's layers; returns self."""
