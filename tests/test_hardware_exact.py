@@ -66,11 +66,13 @@ def test_narrow_accumulator_overflows_match(models, mode: str = "wrap") -> None:
     assert top1 == 1.0 and same >= 0.9999
 
 
-@pytest.mark.parametrize("bits,mode", [(9, "saturate"), (9, "wrap"), (32, "saturate")])
-def test_first_crossbar_accumulators_are_identical(models, bits: int, mode: str) -> None:
-    """The accumulator X itself, on the overflow-free float path (32) and the int64 path (9)."""
+@pytest.mark.parametrize("bits,mode,rows", [(9, "saturate", 8), (9, "wrap", 8), (32, "saturate", 8),
+                                           (32, "saturate", 16)])
+def test_first_crossbar_accumulators_are_identical(models, bits: int, mode: str, rows: int) -> None:
+    """The accumulator X itself, on the overflow-free float path (32) and the int64 path (9);
+    with 16-row tiles the whole 3 × 3 kernel is one row block (a plain convolution)."""
     codes, _ = pixel_codes(64)
-    program = _program(models["w4a3"], codes, dac_bits=2, adc_bits=4)
+    program = _program(models["w4a3"], codes, dac_bits=2, adc_bits=4, tile_rows=rows)
     interpreter = tfxbar.Interpreter(program, "hardware", accumulator_bits=bits, accumulator_mode=mode)
     expected = interpreter._crossbar(0, codes.astype(np.float32))  # noqa: SLF001
     assert bits > 9 or interpreter.stats[program.ops[0]["name"]]["acc_overflows"] > 0

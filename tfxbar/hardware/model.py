@@ -97,7 +97,9 @@ class HardwareCrossbar:
         self.layer = kernel.layer
         # XLA fuses the ADC, shift-add and counters into the GEMMs' consumers (≈ 2.5× faster than
         # separate TF ops, docs/hardware_mode.md); every value is an exact integer in any order.
-        self._compiled = tf.function(self._simulate, jit_compile=True, reduce_retracing=True)
+        # Not for one-by-one accumulation: XLA takes minutes to compile its unrolled additions.
+        free = self.simulation.free and self.device_simulation.free
+        self._compiled = tf.function(self._simulate, jit_compile=free, reduce_retracing=True)
         self.attribute = "kernel"
         self.low = float(min(kernel.quantizer.levels))
         with tf.init_scope():   # counters outside any graph being traced; not model weights

@@ -152,9 +152,18 @@ class CrossbarSimulation:
         top = float(layout.top)
         acc = total = tf.constant(0, self.sum_dtype if self.free else tf.int64)
         for g, group in enumerate(layout.groups):
-            x = group_patches(planes, layout, group)           # (cycles·M, r)
-            m = tf.shape(x)[0] // cycles
-            partial = tf.matmul(x, cells[g])                       # (cycles·M, P·L·N)
+            whole = layout.layer_type == "Conv2D" and len(group.rows) == layout.rows and group.contiguous
+            if whole and group.ref_shift is None:
+                # One row block holds every patch row: a plain convolution, no patches at all.
+                (kh, kw), strides = layout.attrs["kernel"], layout.attrs["strides"]
+                kernel = tf.reshape(cells[g], [kh, kw, -1, cells[g].shape[-1]])
+                partial = tf.reshape(tf.nn.conv2d(planes, kernel, [1, *strides, 1], "VALID"),
+                                     [-1, cells[g].shape[-1]])
+                m = tf.shape(partial)[0] // cycles
+            else:
+                x = group_patches(planes, layout, group)           # (cycles·M, r)
+                m = tf.shape(x)[0] // cycles
+                partial = tf.matmul(x, cells[g])                   # (cycles·M, P·L·N)
             code = tf.floor(partial * tf.constant(self.inv_step[g], self.dtype) + 0.5)
             clips += tf.reduce_sum(tf.cast(code > top, tf.int64))
             code = tf.minimum(code, top)
