@@ -6,7 +6,7 @@ so `tf_keras.models.load_model` restores quantized models without custom-object 
 
 import tf_keras as keras
 
-from tfxbar import check, models, quantizers, tfmot_api
+from tfxbar import check, hardware, models, quantizers, tfmot_api
 from tfxbar.calibration import calibrate
 from tfxbar.check import CheckReport, check_program
 from tfxbar.check.planner import BitwidthPlan, a2q_l1_bound, plan_bitwidths
@@ -76,6 +76,7 @@ __all__ = [
     "quantized_kernels",
     "quantized_outputs",
     "check",
+    "hardware",
     "models",
     "quantizers",
     "require_tf_keras",
