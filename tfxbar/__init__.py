@@ -6,7 +6,7 @@ so `tf_keras.models.load_model` restores quantized models without custom-object 
 
 import tf_keras as keras
 
-from tfxbar import check, hardware, models, quantizers, tfmot_api
+from tfxbar import check, hardware, models, quantizers, sweep, tfmot_api
 from tfxbar.calibration import calibrate
 from tfxbar.check import CheckReport, check_program
 from tfxbar.check.planner import BitwidthPlan, a2q_l1_bound, plan_bitwidths
@@ -81,4 +81,5 @@ __all__ = [
     "quantizers",
     "require_tf_keras",
     "summary",
+    "sweep",
 ]
