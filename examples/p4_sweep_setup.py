@@ -48,7 +48,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     qmodel.save(os.path.join(args.out, "model.keras"))
     # The sweep calibrates the ADC steps on the first `representative` of these images and measures on all.
-    np.savez(os.path.join(args.out, "data.npz"), x=x_test[:args.test, ..., None], y=y_test[:args.test])
+    np.savez(os.path.join(args.out, "data.npz"), x=x_test[:args.test], y=y_test[:args.test])
     print(f"wrote {args.out}/model.keras and data.npz ({args.test} test images)")
 
 
