@@ -129,7 +129,7 @@ def test_straight_through_passes_the_hardware_value_and_the_ideal_gradient() -> 
 def test_training_reaches_every_kernel(models) -> None:
     """In hardware mode every kernel gets a (nonzero) straight-through gradient."""
     qmodel = models["w4a3"]
-    codes, x = pixel_codes(32)
+    codes, x = pixel_codes(16)
     program = _program(qmodel, codes, adc_bits=2)
     y = np.zeros(len(x), np.int64)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
