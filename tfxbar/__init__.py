@@ -38,7 +38,8 @@ _NAMES = {
 }
 _NUMPY_ONLY = {"ConversionError", "FormatError", "Interpreter", "Program", "load_program", "CheckReport",
                "check_program", "EnergyModel", "summary"}
-_SUBMODULES = ("check", "models", "quantizers")
+_SUBMODULES = ("check", "hardware", "models", "quantizers", "sweep")
+_REGISTERING = ("check", "models", "quantizers")   # submodules that define Keras objects
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES) + ["register_keras_objects"]
 
@@ -47,7 +48,7 @@ def register_keras_objects() -> None:
     """Import every Keras-side module (TensorFlow), registering tfxbar's and tfmot's objects with
     Keras. Automatic when tf_keras is imported before tfxbar or a Keras-side name is used; call it
     before `tf_keras.models.load_model` otherwise."""
-    for module in sorted(set(_NAMES.values()) | {f"tfxbar.{m}" for m in _SUBMODULES}):
+    for module in sorted(set(_NAMES.values()) | {f"tfxbar.{m}" for m in _REGISTERING}):
         importlib.import_module(module)
 
 

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "tfxbar.cli.run",
     "tfxbar.cli.info",
     "tfxbar.cli.report",
+    "tfxbar.cli.sweep",
 )
 
 

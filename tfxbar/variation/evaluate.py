@@ -87,10 +87,11 @@ _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _EMPTY = "evaluate_under_variation: the dataset is empty; give at least one (x, y) example"
 
 
-def _evaluator(model: keras.Model, device: DeviceModel) -> _Evaluator:
-    # Reuse the traced step across calls (σ sweeps): only the noise structure forces a new one.
+def _evaluator(model: keras.Model, device: DeviceModel, hardware: Any = None) -> _Evaluator:
+    # Reuse the traced step across calls (σ sweeps): only the noise structure forces a new one
+    # (and the hardware mode, whose layers trace differently).
     cache = _EVALUATORS.setdefault(model, {})
-    key = _Structure.of(device)
+    key = (_Structure.of(device), id(hardware) if hardware is not None else None)
     if key not in cache:
         cache[key] = _Evaluator(model, device)
     return cache[key]
@@ -109,7 +110,7 @@ def _as_dataset(data: Any, batch_size: int) -> tf.data.Dataset:
 
 def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceModel,
                              trials: int = 10, seed: int = 0, *, batch_size: int = 256,
-                             verbose: int = 1) -> VariationResult:
+                             verbose: int = 1, hardware: Any = None) -> VariationResult:
     """Classification accuracy of `model` on `trials` simulated chips.
 
     Each trial is one chip: its programming variation, stuck-at faults and drift exponents are
@@ -126,6 +127,10 @@ def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceMod
         seed: seed of the chips; trial t of seed s is the same chip in every call.
         batch_size: batch size when `dataset` is a tuple.
         verbose: 1 shows a Keras progress bar over the chips, 0 is silent.
+        hardware: a `tfxbar.hardware.HardwareMode` of `model`: each chip is the program's cells
+            with this device's conductances (`tfxbar.hardware.chips.device_chip`), run through
+            the program's tiles, DACs, ADCs and accumulator in TensorFlow; read noise is then drawn
+            once per chip. None: ideal crossbars with noisy weights.
 
     Returns:
         A `VariationResult` with the per-chip accuracies and their mean, std, min and max.
@@ -143,16 +148,26 @@ def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceMod
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     data = _as_dataset(dataset, batch_size)
-    ev = _evaluator(model, device)
+    if hardware is not None and hardware.model is not model:
+        raise ValueError("hardware must be a tfxbar.hardware.HardwareMode of this model")
+    ev = _evaluator(model, device, hardware)
     ev.state.set_device(device)
     ev.state.strength.assign(1.0)
     ev.state.seed.assign(int(seed))
-    saved = install(model, ev.state, device, at_inference=True)
+    if hardware is not None:
+        from tfxbar.hardware.chips import device_chip
+
+        was_installed, saved = hardware.installed, []
+        hardware.install()
+    else:
+        saved = install(model, ev.state, device, at_inference=True)
     progbar = keras.utils.Progbar(trials, verbose=verbose, unit_name="chip",
                                   stateful_metrics=["accuracy"])
     accuracies = []
     try:
         for trial in range(trials):
+            if hardware is not None:
+                hardware.set_chip(device_chip(hardware, device, seed, trial))
             ev.state.chip.assign(trial)
             ev.state.reads.assign(0)
             hits, total = 0, 0
@@ -168,4 +183,8 @@ def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceMod
             progbar.update(trial + 1, [("accuracy", accuracies[-1])])
     finally:
         uninstall(saved)
+        if hardware is not None:
+            hardware.set_chip(None)
+            if not was_installed:
+                hardware.remove()
     return VariationResult(np.asarray(accuracies, np.float64), device, int(seed))

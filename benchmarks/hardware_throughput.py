@@ -1,0 +1,111 @@
+"""Throughput of the Keras hardware mode vs the interpreter's modelled hardware mode vs TFLite int8.
+
+    TFXBAR_DATA_DIR=/work/shared/data python benchmarks/hardware_throughput.py
+
+`tfxbar.models.mnist_cnn()` quantized with ``w4a3`` (briefly trained, `--train-steps`), converted
+with 128 × 128 tiles, a 1-bit DAC and 6-bit calibrated ADCs — the "hardware, modelled" row of
+benchmarks/interpreter_throughput.py, where every DAC cycle, ADC conversion and accumulator step
+is modelled. Side by side in one run, interleaved over `--rounds` in a rotated order:
+
+- Keras hardware mode: `tfxbar.hardware.HardwareMode` installed, ``model.predict`` (XLA-compiled
+  crossbars);
+- the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
+- TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
+  8-bit layers, without DAC cycles, ADCs or tiles.
+
+Prints the median images/s, the ratios, the top-1 agreement of the two hardware modes, the
+load average and the CPU flags (`lscpu`) that matter for int8 GEMMs (AVX512-VNNI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from interpreter_throughput import _run_tflite, _tflite, _tflite_model, _timed  # noqa: E402
+
+import tfxbar  # noqa: E402
+from tfxbar import datasets  # noqa: E402
+from tfxbar.hardware import HardwareMode  # noqa: E402
+
+
+def _cpu() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "lscpu unavailable"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{fields.get('Model name', '?').strip()}, flags: {' '.join(wanted)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=10000, help="test images for TFLite")
+    parser.add_argument("--hardware-limit", type=int, default=500, help="test images for both hardware modes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=250, help="TFLite and Keras batch")
+    parser.add_argument("--train-steps", type=int, default=50)
+    args = parser.parse_args()
+
+    x_test, y_test = datasets.load("mnist", "test")
+    x_train, y_train = datasets.load("mnist", "train[:6400]")
+    keras.utils.set_random_seed(0)
+    float_model = tfxbar.models.mnist_cnn()
+    qmodel = tfxbar.quantize_model(float_model, "w4a3", calibration_data=x_train[:512] / 255.0)
+    qmodel.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = min(args.train_steps, len(x_train) // 64)
+    qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
+    interpreter = tfxbar.Interpreter(program, "hardware")
+    hardware = HardwareMode(qmodel, program=program).install()
+    lite = _tflite(_tflite_model(float_model), args.batch, 2)
+
+    n_hw = args.hardware_limit - args.hardware_limit % args.batch   # one batch shape: one XLA compile
+    x_hw, y_hw = x_test[:n_hw], y_test[:n_hw]
+    xf_hw = (x_hw / 255.0).astype(np.float32)
+    x_lite = (x_test[:args.limit] / 255.0).astype(np.float32)
+    n_lite = len(x_lite) - len(x_lite) % args.batch
+    keras_pred = np.argmax(qmodel.predict(xf_hw, batch_size=args.batch, verbose=0), -1)   # also warms up
+    interp_pred = interpreter.predict(x_hw)
+    runs = {"Keras hardware mode": (lambda: qmodel.predict(xf_hw, batch_size=args.batch, verbose=0), n_hw),
+            "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
+            "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names, load = list(runs), [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(_timed(*runs[name]))
+        load.append(os.getloadavg()[0])
+    hardware.remove()
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    base = median["interpreter, modelled hardware"]
+
+    print(f"CPU: {_cpu()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
+    print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps} training steps; "
+          f"{n_hw} test images in hardware mode: accuracy Keras {np.mean(keras_pred == y_hw):.4f}, "
+          f"interpreter {np.mean(interp_pred == y_hw):.4f}, "
+          f"top-1 agreement {np.mean(keras_pred == interp_pred):.4f}")
+    print(f"load average (1 min) during the rounds: {min(load):.1f}–{max(load):.1f}")
+    print(f"| engine | img/s (median of {args.rounds}) | vs interpreter (modelled) | vs TFLite int8 |")
+    print("|---|---|---|---|")
+    lite_rate = median["TFLite int8 (ideal 8-bit)"]
+    for name, rate in median.items():
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}× | {rate / lite_rate:.3f}× |")
+    print("rounds (img/s): " + "; ".join(f"{k} " + ", ".join(f"{r:,.0f}" for r in v)
+                                         for k, v in rates.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`sweep`: every grid point of a `SweepConfig`, on a process pool or a Ray cluster, resumable."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from tfxbar.sweep.grid import SweepConfig, point_id
+from tfxbar.sweep.point import evaluate_point
+from tfxbar.sweep.table import plot_pareto, read_rows, write_rows
+
+__all__ = ["sweep"]
+
+
+def _worker_init() -> None:
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"   # tf_keras in every worker (Keras 3 otherwise)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _local(todo: list[dict[str, Any]], settings: dict[str, Any], workers: int) -> Iterator[dict[str, Any]]:
+    # spawn: a forked TensorFlow runtime is not safe to use in the child.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, context, initializer=_worker_init) as pool:
+        futures = [pool.submit(evaluate_point, point, settings) for point in todo]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def _ray(todo: list[dict[str, Any]], settings: dict[str, Any], address: str) -> Iterator[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--address needs Ray: pip install 'tfxbar[sweep]'") from None
+    env = {"env_vars": {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
+    started = not ray.is_initialized()
+    if started:
+        if address == "local":   # a private one-CPU instance (tests, a laptop)
+            ray.init(num_cpus=1, include_dashboard=False, runtime_env=env)
+        else:
+            ray.init(address=address, runtime_env=env)
+    try:
+        remote = ray.remote(evaluate_point)
+        pending = [remote.remote(point, settings) for point in todo]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def sweep(config: SweepConfig, *, address: str | None = None, workers: int | None = None,
+          verbose: int = 1) -> list[dict[str, Any]]:
+    """Evaluate every grid point not yet in ``config.table``; rows are written as points finish.
+
+    Arguments:
+        config: the `SweepConfig`.
+        address: a Ray cluster address (``"auto"``, ``"ray://host:10001"``) or ``"local"`` for a
+            private one-CPU Ray instance; None: a local process pool.
+        workers: processes of the local pool (default: the usable CPUs, at most 4).
+        verbose: 1 shows a Keras progress bar over the points, 0 is silent.
+
+    Returns:
+        Every row of the table (earlier ones included), in table order.
+
+    Example:
+        >>> rows = tfxbar.sweep.sweep(SweepConfig.load("docs/sweeps/p4_mnist.json"))
+    """
+    import tf_keras as keras
+
+    rows = read_rows(config.table)
+    axes = [a for a in config.grid]
+    done = {point_id({a: _parse(row.get(a)) for a in axes}) for row in rows}
+    todo = [p for p in config.points() if point_id(p) not in done]
+    settings = {"model": config.model, "data": config.data, "trials": config.trials, "seed": config.seed,
+                "representative": config.representative, "adc_range": config.adc_range}
+    progbar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="point")
+    if todo:
+        if workers is None:
+            workers = max(1, min(4, len(os.sched_getaffinity(0))))
+        results = _ray(todo, settings, address) if address else _local(todo, settings, workers)
+        for i, row in enumerate(results):
+            rows.append(row)
+            write_rows(config.table, rows)
+            progbar.update(i + 1)
+    if config.plot and rows:
+        plot_pareto(rows, config.plot)
+    return rows
+
+
+def _parse(text: Any) -> Any:
+    """A CSV cell back to the JSON value the grid had (numbers, null, strings)."""
+    import json
+
+    if not isinstance(text, str):
+        return text
+    if text == "":
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
