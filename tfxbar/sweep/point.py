@@ -19,8 +19,10 @@ def _setup(model_path: str, data_path: str) -> tuple[Any, np.ndarray, np.ndarray
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # tf_keras, also on Ray workers
         import tf_keras as keras
 
-        import tfxbar  # noqa: F401  (registers the quantizers)
+        import tfxbar
 
+        # The worker imported tfxbar (this module) before tf_keras: register explicitly.
+        tfxbar.register_keras_objects()
         model = keras.models.load_model(model_path, compile=False)
         with np.load(data_path) as data:
             x, y = data["x"], data["y"]
