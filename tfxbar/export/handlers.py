@@ -256,13 +256,12 @@ def _avg_pool(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     ctx.lowering.sum_pool(layer.name, "AveragePooling2D", *_window(layer, "AveragePooling2D"))
 
 
-def _as_2d(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> tuple[int, ...]:
-    """1-D layers run as 2-D ones on a 1 × W image: (W, C) → (1, W, C); returns (W, C)."""
+def _as_2d(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> None:
+    """1-D layers run as 2-D ones on a 1 × W image: (W, C) → (1, W, C)."""
     shape = ctx.lowering._shape()  # noqa: SLF001
     if getattr(layer, "data_format", "channels_last") != "channels_last" or len(shape) != 2:
         raise ConversionError(layer.name, kind, f"expects a channels_last NWC input, got shape {shape}")
     ctx.lowering.reshape(f"{layer.name}_2d", kind, (1, *shape))
-    return shape
 
 
 def _global_pool(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> None:
@@ -290,7 +289,7 @@ for _kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePool
 @register_handler(keras.layers.MaxPooling1D, keras.layers.AveragePooling1D)
 def _pool_1d(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     kind = type(layer).__name__
-    width, channels = _as_2d(layer, ctx, kind)
+    _as_2d(layer, ctx, kind)
     pool, stride = (1, layer.pool_size[0]), (1, layer.strides[0])
     if kind == "MaxPooling1D":
         ctx.lowering.max_pool(layer.name, kind, pool, stride, layer.padding)
