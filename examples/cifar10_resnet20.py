@@ -7,8 +7,9 @@ Stages (each reads the previous stage's checkpoint under --out, so any one can b
 
 - ``float``: train `tfxbar.models.resnet20()` in float (random 4-px-padded crops and horizontal
   flips; SGD, momentum 0.9, cosine decay; L2 1e-4) → ``float.keras``;
-- ``qat``: `quantize_model(float, preset, calibration_data=2,000 training images)`, then
-  quantization-aware fine-tuning (Adam, cosine decay) → ``qat.keras``;
+- ``qat``: `quantize_model(float, preset, calibration_data=2,000 training images)`, with A2Q
+  weights on the stem and the classifier so that every accumulator fits --acc-bits (see
+  `accumulator_specs`), then quantization-aware fine-tuning (Adam, cosine decay) → ``qat.keras``;
 - ``export``: convert to an integer program (``resnet20_<preset>.xbar``), check accumulators
   against --acc-bits, run the program on the test set with the bit-exact interpreter.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +35,7 @@ import tf_keras as keras
 
 import tfxbar
 from tfxbar.atomic import write_atomically
+from tfxbar.check import A2QWeights
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Splits, load_splits  # noqa: E402 - examples/ is not a package
@@ -45,6 +48,26 @@ PRESETS = {
         conv=tfxbar.LayerSpec(tfxbar.quantizers.UniformWeights(4), tfxbar.quantizers.ClippedRound(4)),
         dense=tfxbar.LayerSpec(tfxbar.quantizers.UniformWeights(4), tfxbar.quantizers.ClippedRound(4))),
 }
+
+
+def accumulator_specs(model: keras.Model, preset: tfxbar.Preset, accumulator_bits: int
+                      ) -> dict[str, tfxbar.LayerSpec]:
+    """A2Q weights (`tfxbar.check.A2QWeights`) for the two layers whose worst case can exceed
+    the accumulator: the stem conv reads 8-bit pixel codes, and the classifier reads window
+    sums of activation codes (the program sums codes over the 8×8 global average pool and
+    folds 1/64 into the classifier), i.e. inputs up to 64·(2^a − 1), log2 of which is 9 bits
+    at a = 3. Every other conv fits: 3·3·64·(2^a − 1)·7 ≤ 2^15 − 1 for a ≤ 3."""
+    pixel = tfxbar.scheme.pixel_input()
+    window = int(np.prod(model.get_layer("pool").input_shape[1:3]))
+    sums = window * preset.dense.inputs.top
+    weight_bits = preset.conv.weights.num_bits
+    return {
+        "stem_conv": tfxbar.LayerSpec(
+            A2QWeights(weight_bits, accumulator_bits, pixel.num_bits), pixel),
+        "logits": tfxbar.LayerSpec(
+            A2QWeights(weight_bits, accumulator_bits, math.ceil(math.log2(sums + 1))),
+            preset.dense.inputs),
+    }
 
 
 def augmented(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -103,12 +126,15 @@ def stage_float(args: argparse.Namespace, data: Splits) -> None:
 
 def stage_qat(args: argparse.Namespace, data: Splits) -> None:
     model = keras.models.load_model(os.path.join(args.out, "float.keras"))
-    qmodel = tfxbar.quantize_model(model, PRESETS[args.preset],
-                                   calibration_data=data.x_train[:2000], verbose=True)
+    preset = PRESETS[args.preset]
+    specs = accumulator_specs(model, preset, args.acc_bits) if args.a2q else None
+    qmodel = tfxbar.quantize_model(model, preset, specs, calibration_data=data.x_train[:2000],
+                                   verbose=True)
     before = accuracy(qmodel, data.x_test, data.y_test)
     seconds = train(qmodel, data, "adam", args.qat_lr, args.qat_epochs, args.batch_size, args.seed)
     qmodel.save(os.path.join(args.out, "qat.keras"))
-    record(args.out, {"preset": args.preset, "quantized_accuracy_before_qat": before,
+    record(args.out, {"preset": args.preset, "a2q_stem_and_logits": args.a2q,
+                      "quantized_accuracy_before_qat": before,
                       "quantized_accuracy": accuracy(qmodel, data.x_test, data.y_test),
                       "quantized_val_accuracy": accuracy(qmodel, data.x_val, data.y_val),
                       "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
@@ -150,6 +176,9 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=0,
                         help="use only the first N training images (0: all); for timing runs")
     parser.add_argument("--acc-bits", type=int, default=16)
+    parser.add_argument("--no-a2q", dest="a2q", action="store_false",
+                        help="plain preset weights on the stem and classifier too (their worst "
+                             "case then needs more than --acc-bits)")
     parser.add_argument("--out", default="out/resnet20")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
