@@ -50,8 +50,8 @@ def _tflite_model(float_model: keras.Model) -> bytes:
 
 def _tflite(content: bytes, batch: int, threads: int) -> tf.lite.Interpreter:
     interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, [batch, 28, 28, 1])
+    details = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(details["index"], [batch, *details["shape"][1:]])
     interpreter.allocate_tensors()
     return interpreter
 

@@ -115,3 +115,17 @@ def test_fan_in_counts_groups_depthwise_and_average_pooling_window_sums() -> Non
     assert plan.layers["grouped"].fan_in == 3 * 3 * 4
     assert plan.layers["depthwise"].fan_in == 3 * 3
     assert plan.layers["head"].fan_in == (2 * 2 * 8) * (2 * 2)   # 32 features, each a 2×2 window sum
+
+
+def test_conv1d_fan_in_and_1d_average_pooling_window() -> None:
+    """Conv1D sums k·C_in products; a 1-D average pooling before a layer multiplies its fan-in."""
+    inputs = keras.Input((10, 3))
+    x = keras.layers.Conv1D(4, 3, name="c1")(inputs)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.AveragePooling1D(2)(x)
+    x = keras.layers.Conv1D(5, 2, name="c2")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    plan = tfxbar.plan_bitwidths(model, 16)
+    fan_in = {name: layer.fan_in for name, layer in plan.layers.items()}
+    assert fan_in == {"c1": 9, "c2": 2 * 4 * 2, "fc": 5 * 3}

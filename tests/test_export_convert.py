@@ -176,16 +176,6 @@ def test_unsupported_layer_names_layer_type_and_remedy() -> None:
     assert info.value.kind == "LayerNormalization"
 
 
-def test_branching_model_raises() -> None:
-    inputs = keras.Input((6,))
-    a = keras.layers.Dense(4)(inputs)
-    b = keras.layers.Dense(4)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Add()([a, b])))
-    qmodel = tfxbar.quantize_model(model, "w4a3")
-    with pytest.raises(tfxbar.ConversionError, match="chain"):
-        tfxbar.CrossbarConverter.from_keras_model(qmodel).convert()
-
-
 class Gain(keras.layers.Layer):
     """A user layer: multiplies by a constant."""
 

@@ -56,7 +56,7 @@ def _mutations(program: Program) -> dict[str, tuple]:
     xbar, thr = _first(program, "crossbar"), _first(program, "threshold")
 
     return {
-        "wrong version": ((lambda h, a: h.__setitem__("version", 2)), "version"),
+        "wrong version": ((lambda h, a: h.__setitem__("version", 3)), "version"),
         "version as string": ((lambda h, a: h.__setitem__("version", "1")), "version"),
         "wrong format name": ((lambda h, a: h.__setitem__("format", "tflite")), "format"),
         "missing header field": ((lambda h, a: h.pop("input")), "header.input"),

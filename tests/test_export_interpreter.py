@@ -426,9 +426,11 @@ def test_pool_first_equals_threshold_first_in_a_program(models, mode: str, monke
         arrays[f"op{i + 1}.mode"] = np.where(np.arange(len(flip)) % 4 < 2, 1, -1).astype(np.int8)
     edited = tfxbar.Program(header, arrays)
     codes, _ = pixel_codes(32)
-    fused = tfxbar.Interpreter(edited, mode).run(codes)
-    monkeypatch.setattr(tfxbar.Interpreter, "_pool_first", lambda self, i: False)
-    np.testing.assert_array_equal(fused, tfxbar.Interpreter(edited, mode).run(codes))
+    interpreter = tfxbar.Interpreter(edited, mode)
+    assert interpreter.pool_after
+    fused = interpreter.run(codes)
+    interpreter.pool_after = {}
+    np.testing.assert_array_equal(fused, interpreter.run(codes))
 
 
 @pytest.mark.parametrize("path", ["float32", "float64", "int64"])

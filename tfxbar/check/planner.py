@@ -41,7 +41,7 @@ from tfxbar.scheme.plan import _VALUE_PRESERVING, _producer
 
 __all__ = ["BitwidthPlan", "LayerBitwidths", "a2q_l1_bound", "fits", "plan_bitwidths"]
 
-_CROSSBAR = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+_CROSSBAR = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv1D, keras.layers.DepthwiseConv2D)
 
 
 def a2q_l1_bound(input_bits: int, accumulator_bits: int, input_signed: bool = False) -> float:
@@ -142,13 +142,14 @@ class BitwidthPlan:
 
 def _fan_in(layer: keras.layers.Layer) -> int:
     """Products one output sums: Dense inputs, kh·kw·C_in/groups for Conv2D (its kernel is
-    already (kh, kw, C_in/groups, out)), kh·kw for DepthwiseConv2D."""
+    already (kh, kw, C_in/groups, out)), k·C_in for Conv1D, kh·kw for DepthwiseConv2D."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return int(layer.depthwise_kernel.shape[0]) * int(layer.depthwise_kernel.shape[1])
     shape = [int(d) for d in layer.kernel.shape]
-    if isinstance(layer, keras.layers.Dense):
-        return shape[0]
-    return shape[0] * shape[1] * shape[2]
+    fan_in = 1
+    for d in shape[:-1]:
+        fan_in *= d
+    return fan_in
 
 
 def _window_sums(graph_layer: keras.layers.Layer) -> int:
@@ -162,6 +163,10 @@ def _window_sums(graph_layer: keras.layers.Layer) -> int:
             factor *= int(inner.pool_size[0]) * int(inner.pool_size[1])
         elif isinstance(inner, keras.layers.GlobalAveragePooling2D):
             factor *= int(inner.input_shape[1]) * int(inner.input_shape[2])
+        elif isinstance(inner, keras.layers.AveragePooling1D):
+            factor *= int(inner.pool_size[0])
+        elif isinstance(inner, keras.layers.GlobalAveragePooling1D):
+            factor *= int(inner.input_shape[1])
         elif not isinstance(inner, _VALUE_PRESERVING):
             return factor
         node = _producer(node)

@@ -148,9 +148,14 @@ def _tile_geometry(attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> list
         cells = arrays[f"tile{t}.cells"]
         r, c = cells.shape[2], cells.shape[3]
         ref = int(tile["reference"])
+        used = r * c
+        if "groups" in attrs:   # a DepthwiseConv2D tile: only its channels' own (row, column) pairs
+            rows, cols = arrays[f"tile{t}.rows"], arrays[f"tile{t}.cols"]
+            per_channel = attrs["cols"] // attrs["groups"]
+            used = int(((rows[:, None] % attrs["groups"]) == (cols[None, :] // per_channel)).sum())
         out.append({"rows": arrays[f"tile{t}.rows"], "columns": pl * c + ref,
                     "nonzero": int(cells.any(axis=2).sum()) + ref,
-                    "drives": pl * r, "cells": pl * r * c + ref * r})
+                    "drives": pl * r, "cells": pl * used + ref * r})
     return out
 
 
@@ -165,8 +170,9 @@ def static_counts(program: Program) -> list[LayerCounts]:
     """Static counts of every crossbar layer of `program` (no data needed).
 
     Returns:
-        One `LayerCounts` per crossbar op, in program order; thresholds, pooling and the
-        reference offset correction are attributed to the preceding crossbar op.
+        One `LayerCounts` per crossbar op, in program order; thresholds, pooling, residual adds
+        and the reference offset correction are attributed to the preceding crossbar op in
+        file order.
     """
     options = program.header["options"]
     layers: list[LayerCounts] = []
@@ -199,6 +205,10 @@ def static_counts(program: Program) -> list[LayerCounts]:
             layers[-1].compares += size * attrs["bits"]          # binary search over 2^bits − 1
         elif layers and op["kind"] == "max_pool":
             layers[-1].compares += size * (math.prod(attrs["pool"]) - 1)
+        elif layers and op["kind"] == "add":
+            # Digital: each input scaled by its multiplier and summed (codes of one step: sums only).
+            terms = len(op["inputs"]) - (1 if op["out_max"] is not None else 0)
+            layers[-1].accumulates += size * terms
         elif layers and op["kind"] == "sum_pool":
             window = (math.prod(op["in_shape"][:-1]) if attrs["global"]
                       else math.prod(attrs["pool"]))

@@ -38,9 +38,14 @@ def _inbound(model: keras.Model, layer: keras.layers.Layer) -> list[keras.layers
              if keys is None or f"{layer.name}_ib-{i}" in keys]
     if len(nodes) != 1:
         raise ConversionError(layer.name, type(layer).__name__, f"is called {len(nodes)} times",
-                              "tfxbar converts chain models where each layer is used once")
+                              "tfxbar converts models where each layer is used once (build "
+                              "separate layers instead of sharing one)")
     inbound = nodes[0].inbound_layers
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _copy(state: Any) -> Any:
+    return None if state is None else state.copy()
 
 
 # Layers whose output is their input rearranged (at inference): a quantizer on one of them, right
@@ -88,41 +93,52 @@ class CrossbarConverter:
                                  f"{[f.name for f in dataclasses.fields(ConverterConfig)]}")
 
     def lower(self) -> Graph:
-        """Run the handlers: the model as an IR graph, before any pass."""
+        """Run the handlers: the model as an IR graph, before any pass.
+
+        Layers are visited in the model's topological order; each Keras tensor keeps its integer
+        state (codes or accumulator), which every consumer receives a copy of.
+        """
         try:
             self.config.validate()
         except ValueError as exc:
             raise ConversionError(None, "converter option", str(exc)) from None
         model = self.model
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ConversionError(None, "model", f"{len(model.inputs)} inputs and {len(model.outputs)} "
+                                  "outputs", "tfxbar converts single-input, single-output models")
         kernels = {k.wrapper.name: k for k in quantized_kernels(model)}
         outputs = {o.layer.name: o for o in quantized_outputs(model)}
         lowering = Lowering(self.config.header())
-        previous = None
+        states: dict[str, Any] = {}
         for layer in model.layers:
             inner = layer.layer if isinstance(layer, tfmot_api.QuantizeWrapper) else layer
             kind = type(inner).__name__
-            if previous is not None and _inbound(model, layer) != [previous]:
-                raise ConversionError(layer.name, kind, "the model is not a single chain of layers",
-                                      "tfxbar converts Sequential-like models (no branches or merges)")
-            previous = layer
             handler = handler_for(inner)
+            inbound = [] if isinstance(layer, keras.layers.InputLayer) else _inbound(model, layer)
+            inputs = [_copy(states.get(source.name)) for source in inbound]
+            lowering.state = inputs[0] if len(inputs) == 1 else None
             output = outputs.get(layer.name)
-            if output is not None and lowering.state is None and isinstance(inner, _RESHAPES):
+            form = output.form() if output is not None else None
+            ctx = LayerContext(lowering, kernels.get(layer.name), layer, inputs,
+                               None if form is None else (float(form.step), form.bits))
+            if form is not None and lowering.state is None and isinstance(inner, _RESHAPES):
                 # Input → Flatten (quantized) → Dense, as quantize_model leaves an MLP: elementwise
                 # quantization commutes with the reshape, so the program takes the model input's
                 # codes under that quantizer, then flattens them.
-                form = output.form()
                 lowering.start(tuple(model.inputs[0].shape[1:]), form.bits, float(form.step), layer.name)
                 count = len(lowering.ops)
-                handler(inner, LayerContext(lowering, kernels.get(layer.name), layer))
+                handler(inner, ctx)
                 if len(lowering.ops) > count:
                     lowering.ops[-1].tap = layer.name
+                states[layer.name] = lowering.state
                 continue
-            handler(inner, LayerContext(lowering, kernels.get(layer.name), layer))
-            if output is not None and not isinstance(layer, tfmot_api.QuantizeLayer):
-                form = output.form()
+            handler(inner, ctx)
+            if form is not None and not isinstance(layer, tfmot_api.QuantizeLayer) and not ctx.quantized:
                 lowering.quantize(layer.name, kind, float(form.step), form.bits)
-        return lowering.finish(model.layers[-1].name)
+            states[layer.name] = lowering.state
+        last = model.outputs[0]._keras_history.layer  # noqa: SLF001
+        lowering.state = states.get(last.name)
+        return lowering.finish(last.name)
 
     def convert(self) -> Program:
         """Lower, run the passes and write the program.

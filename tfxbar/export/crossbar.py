@@ -146,6 +146,13 @@ class Crossbar:
         self.lane_bits = max(1, bound.bit_length())
         self.lanes = self._fit_lanes(int(lanes)) if self.dtype.kind == "f" else 1
         self.lane_weights = self.weights.astype(np.float64) if self.lanes > 1 else None
+        # A DepthwiseConv2D's block diagonal as (kh·kw, C, m): row (i, j, c) meets only the m
+        # columns of channel c, so ideal mode sums kh·kw products per output, not kh·kw·C.
+        self.depthwise = None
+        if "groups" in attrs:
+            c = attrs["groups"]
+            blocks = self.gemm_weights.reshape(-1, c, c, attrs["cols"] // c)
+            self.depthwise = np.ascontiguousarray(blocks[:, np.arange(c), np.arange(c), :])
 
     def _fit_lanes(self, most: int) -> int:
         """Most lanes F ≤ `most` for which every packed partial sum is an exact float64 integer:
@@ -186,6 +193,10 @@ class Crossbar:
             return self._packed(x, codes)
         if codes is not None:
             raise ValueError("threshold codes are fused only into packed convolutions")
+        if self.depthwise is not None:
+            window, c, m = self.depthwise.shape
+            p = self.patches(x, self.dtype)[0].reshape(-1, window, c)
+            return np.einsum("pwc,wcm->pcm", p, self.depthwise).reshape(-1, c * m)
         return self.patches(x, self.dtype)[0] @ self.gemm_weights
 
     def _packed(self, x: np.ndarray, codes: FieldCodes | None) -> np.ndarray:

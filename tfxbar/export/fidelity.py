@@ -166,10 +166,11 @@ def float32_error_bound(chain: list[Any], x: np.ndarray, e: np.ndarray,
 def _walk(graph: Graph, x: np.ndarray, forced: dict[str, np.ndarray]) -> dict:
     """Evaluate the lowered graph exactly on input codes `x`; after each tap continue from
     `forced[tap]`. Returns ``{tap: (v / step, float32 error bound)}``."""
-    cur = x.astype(np.float64)
-    err = np.zeros_like(cur)
+    first = x.astype(np.float64)
+    env = {graph.input.name: (first, np.zeros_like(first))}
     out: dict[str, Any] = {}
     for op in graph.ops:
+        cur, err = env[op.inputs[0]]
         if op.kind == "crossbar":
             p = _patches(cur, op.attrs)
             weights = op.meta["weights"]
@@ -192,13 +193,42 @@ def _walk(graph: Graph, x: np.ndarray, forced: dict[str, np.ndarray]) -> dict:
             args = (op.attrs["pool"], op.attrs["strides"], op.attrs["pads"], -np.inf)
             cur = _windows(cur * mode, *args).max(axis=(3, 4)) * mode
             err = _windows(err, *args).max(axis=(3, 4))
-        elif op.kind == "flatten":
-            cur, err = cur.reshape(len(cur), -1), err.reshape(len(err), -1)
+        elif op.kind in ("flatten", "reshape"):
+            cur, err = cur.reshape(len(cur), *op.out_shape), err.reshape(len(err), *op.out_shape)
+        elif op.kind == "pad":
+            pt, pb, pl, pr = op.attrs["pads"]
+            widths = ((0, 0), (pt, pb), (pl, pr), (0, 0))
+            cur, err = np.pad(cur, widths), np.pad(err, widths)
+        elif op.kind == "upsample":
+            sh, sw = op.attrs["size"]
+            cur, err = (np.repeat(np.repeat(a, sh, axis=1), sw, axis=2) for a in (cur, err))
+        elif op.kind == "concat":
+            cur = np.concatenate([env[t][0] for t in op.inputs], axis=-1)
+            err = np.concatenate([env[t][1] for t in op.inputs], axis=-1)
+        elif op.kind == "add":
+            cur, err = _add(op, [env[t] for t in op.inputs])
+        env[op.name] = (cur, err)
         if op.tap is not None and op.kind != "dequantize":
             out[op.tap] = (cur, err)
-            cur = forced[op.tap].astype(np.float64)
-            err = np.zeros_like(cur)
+            forced_value = forced[op.tap].astype(np.float64)
+            env[op.name] = (forced_value, np.zeros_like(forced_value))
     return out
+
+
+def _add(op: Any, inputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """An add's exact Z = Σ mᵢ·Xᵢ, and the float32 error bound of Keras's Σ chainᵢ(Xᵢ) in units of
+    2^−E, plus the rounding of the multipliers (|aᵢ − mᵢ·2^−E|·|Xᵢ|)."""
+    m = op.arrays["multipliers"]
+    unit = 2.0 ** -op.meta["exponent"].astype(np.float64)
+    z = sum(x.astype(np.int64) * m[i] for i, (x, _) in enumerate(inputs)).astype(np.float64)
+    total_v, total_e = 0.0, 0.0
+    for i, (x, e) in enumerate(inputs):
+        v = x
+        for stage in op.meta["chains"][i]:
+            v, e = _apply_stage(stage, v, e)
+        total_v = total_v + v
+        total_e = total_e + e + np.abs(op.meta["slopes"][i] - m[i] * unit) * np.abs(x)
+    return z, (total_e + U32 * np.abs(total_v)) / unit
 
 
 def _codes(w: np.ndarray, top: int) -> np.ndarray:
@@ -232,12 +262,11 @@ def measure(qmodel: Any, program: Any, x: np.ndarray, codes: np.ndarray | None =
     graph = CrossbarConverter.from_keras_model(qmodel).lower()
     codes = program.quantize_input(x) if codes is None else np.asarray(codes)
     logits, taps = Interpreter(program).run(codes, taps=True)
-    names, tops, top = [], {}, None
+    names, tops = [], {}
     for op in graph.ops:
-        top = 2 ** op.attrs["bits"] - 1 if op.kind == "threshold" else top
         if op.tap is not None and op.kind != "dequantize":
             names.append(op.tap)
-            tops[op.tap] = top
+            tops[op.tap] = op.out_max
     if sorted(names) != sorted(taps):
         raise ValueError(f"the program's taps {sorted(taps)} are not the model's {sorted(names)}")
     keras = output_codes(qmodel, x, names, batch_size=batch_size)

@@ -1,4 +1,4 @@
-"""The program file, version 1: a numpy ``.npz`` with a JSON header (docs/format.md).
+"""The program file, version 2: a numpy ``.npz`` with a JSON header (docs/format.md).
 
 Numpy only — no TensorFlow, never pickle. `Program.save` validates and writes atomically;
 `load_program` validates every field and raises `FormatError` naming the field.
@@ -16,14 +16,14 @@ import numpy as np
 
 from tfxbar.atomic import write_atomically
 from tfxbar.export.errors import FormatError
-from tfxbar.export.schema import check_header, expected_arrays
+from tfxbar.export.schema import check_header, expected_arrays, upgrade_header
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NOT_A_PROGRAM", "Program", "load_program", "quantize_codes"]
 
 FORMAT_NAME = "tfxbar-program"
 # In the FormatError of a file that is no program at all (not a damaged one): callers test for it.
 NOT_A_PROGRAM = "not a tfxbar program"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_KEY = "header"
 
 
@@ -31,7 +31,8 @@ class Program:
     """A converted crossbar program: a JSON-able header and named numpy arrays.
 
     Arguments:
-        header: the header dict (see docs/format.md).
+        header: the header dict (see docs/format.md); a version-1 header is validated as such,
+            then upgraded to version 2 in memory (each op reads the previous op's output).
         arrays: arrays named ``op<i>.<field>``.
         validate: check every field now (raises `FormatError`).
     """
@@ -42,9 +43,11 @@ class Program:
         self.arrays = dict(arrays)
         if validate:
             self.validate()
+        if isinstance(header, dict) and header.get("version") == 1:
+            self.header = upgrade_header(header)
 
     def validate(self) -> None:
-        """Check the header and arrays against the version-1 schema; `FormatError` on failure."""
+        """Check the header and arrays against the schema; `FormatError` on failure."""
         check_header(self.header)
         expected = expected_arrays(self.header, self.arrays)
         missing = sorted(set(expected) - set(self.arrays))
@@ -90,8 +93,8 @@ class Program:
                  f"({self.header['input']['bits']}-bit codes)"]
         for i, op in enumerate(self.ops):
             extra = f" tiles={len(op['attrs']['tiles'])}" if op["kind"] == "crossbar" else ""
-            lines.append(f"  {i:2d} {op['kind']:10s} {op['name']:24s} "
-                         f"{op['in_shape']} -> {op['out_shape']}{extra}")
+            lines.append(f"  {i:2d} {op['kind']:10s} {op['name']:24s} {op['in_shape']} -> "
+                         f"{op['out_shape']}{extra}  <- {', '.join(op['inputs'])}")
         return "\n".join(lines)
 
 
@@ -105,7 +108,7 @@ def load_program(path: str | os.PathLike[str]) -> Program:
     """Read and validate a program file.
 
     Raises:
-        FormatError: the file is not a readable version-1 program; the message names the field.
+        FormatError: the file is not a readable program (version 1 or 2); the message names the field.
     """
     try:
         with open(os.fspath(path), "rb") as handle:

@@ -7,6 +7,8 @@ A handler lowers one layer into `Lowering` primitives. Register your own for a c
         ctx.lowering.elementwise(layer.name, "MyScale", Affine(layer.gain, 0.0))
 
 The converter applies the layer's tfxbar output quantizer (if any) after the handler ran.
+Single-input handlers work on ``ctx.lowering.state`` (a copy of their input's state);
+multi-input handlers (Add, Concatenate) find their input states in ``ctx.inputs``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tf_keras as keras
 from tfxbar import tfmot_api
 from tfxbar.export.elementwise import Affine, Relu, Softmax
 from tfxbar.export.errors import ConversionError
-from tfxbar.export.lowering import Lowering, same_pads
+from tfxbar.export.lowering import Acc, Codes, Lowering, same_pads
 from tfxbar.introspect import QuantizedKernel
 
 __all__ = ["HANDLERS", "LayerContext", "Handler", "handler_for", "register_handler"]
@@ -33,6 +35,11 @@ class LayerContext:
     lowering: Lowering
     kernel: QuantizedKernel | None
     wrapper: keras.layers.Layer | None
+    inputs: list[Codes | Acc | None] = dataclasses.field(default_factory=list)
+    #: the layer's output quantizer as (step, bits), if it has one
+    output: tuple[float, int] | None = None
+    #: set by a handler that applied the output quantizer itself
+    quantized: bool = False
 
 
 Handler = Callable[[keras.layers.Layer, LayerContext], None]
@@ -68,11 +75,13 @@ def _activation(layer: keras.layers.Layer, ctx: LayerContext, name: str) -> None
         return
     if name == "relu":
         ctx.lowering.elementwise(layer.name, kind, Relu())
+    elif name == "relu6":
+        ctx.lowering.elementwise(layer.name, kind, Relu(6.0))
     elif name == "softmax":
         ctx.lowering.elementwise(layer.name, kind, Softmax())
     else:
         raise ConversionError(layer.name, kind, f"activation {name!r} is not supported",
-                              "use relu, linear or softmax (or a separate ReLU layer)")
+                              "use relu, relu6, linear or softmax (or a separate ReLU / LeakyReLU layer)")
 
 
 def _activation_name(layer: keras.layers.Layer) -> str:
@@ -106,22 +115,82 @@ def _dense(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     _activation(layer, ctx, _activation_name(layer))
 
 
+def _conv_geometry(layer: keras.layers.Layer, kind: str, shape: tuple[int, ...],
+                   kernel: tuple[int, int], strides: tuple[int, int]) -> tuple[tuple[int, int], dict]:
+    """``((oh, ow), geometry attrs)`` of a convolution over an HWC input."""
+    groups = getattr(layer, "groups", 1)
+    if layer.data_format != "channels_last" or set(layer.dilation_rate) != {1} or groups != 1:
+        raise ConversionError(layer.name, kind, "only channels_last, dilation 1, groups 1 are supported",
+                              "rebuild the layer with those settings")
+    if len(shape) != 3:
+        raise ConversionError(layer.name, kind, f"expects an {'NWC' if kind == 'Conv1D' else 'NHWC'} "
+                              f"input, got shape {shape}")
+    (kh, kw), (sh, sw) = kernel, strides
+    padding = layer.padding
+    if padding == "causal":
+        raise ConversionError(layer.name, kind, "causal padding is not supported",
+                              "pad explicitly (ZeroPadding1D) and use padding='valid'")
+    pt, pb, oh = same_pads(shape[0], kh, sh, padding)
+    pl, pr, ow = same_pads(shape[1], kw, sw, padding)
+    return (oh, ow), {"kernel": [kh, kw], "strides": [sh, sw], "pads": [pt, pb, pl, pr]}
+
+
 @register_handler(keras.layers.Conv2D)
 def _conv2d(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     codes, scale, offset, bias, levels = _crossbar_parts(layer, ctx)
     shape = ctx.lowering._shape()  # noqa: SLF001
-    kind = "Conv2D"
-    if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-        raise ConversionError(layer.name, kind, "only channels_last, dilation 1, groups 1 are supported",
-                              "rebuild the layer with those settings")
-    if len(shape) != 3:
-        raise ConversionError(layer.name, kind, f"expects an NHWC input, got shape {shape}")
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
-    pt, pb, oh = same_pads(shape[0], kh, sh, layer.padding)
-    pl, pr, ow = same_pads(shape[1], kw, sw, layer.padding)
-    ctx.lowering.crossbar(layer.name, kind, codes, scale, offset, bias, (oh, ow, codes.shape[1]),
-                          {"kernel": [kh, kw], "strides": [sh, sw], "pads": [pt, pb, pl, pr]}, levels)
+    (oh, ow), geometry = _conv_geometry(layer, "Conv2D", shape, tuple(layer.kernel_size),
+                                        tuple(layer.strides))
+    ctx.lowering.crossbar(layer.name, "Conv2D", codes, scale, offset, bias, (oh, ow, codes.shape[1]),
+                          geometry, levels)
+    _activation(layer, ctx, _activation_name(layer))
+
+
+@register_handler(keras.layers.Conv1D)
+def _conv1d(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    """A Conv1D is a Conv2D over a 1 × W image: reshape (W, C) → (1, W, C) and back."""
+    codes, scale, offset, bias, levels = _crossbar_parts(layer, ctx)
+    lowering = ctx.lowering
+    shape = lowering._shape()  # noqa: SLF001
+    if len(shape) != 2:
+        raise ConversionError(layer.name, "Conv1D", f"expects an NWC input, got shape {shape}")
+    lowering.reshape(f"{layer.name}_2d", "Conv1D", (1, *shape))
+    (_, ow), geometry = _conv_geometry(layer, "Conv1D", (1, *shape), (1, layer.kernel_size[0]),
+                                       (1, layer.strides[0]))
+    lowering.crossbar(layer.name, "Conv2D", codes, scale, offset, bias, (1, ow, codes.shape[1]),
+                      geometry, levels)
+    lowering.reshape(f"{layer.name}_1d", "Conv1D", (ow, codes.shape[1]))
+    _activation(layer, ctx, _activation_name(layer))
+
+
+@register_handler(keras.layers.DepthwiseConv2D)
+def _depthwise(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    """One crossbar whose weight matrix is block-diagonal: rows (kh, kw, C) × columns C·m, with
+    channel c's kh·kw weights in its own m columns. Tiles hold whole channels side by side and
+    no tile holds an all-zero block (`partition_tiles`)."""
+    kind = "DepthwiseConv2D"
+    if ctx.kernel is None:
+        raise ConversionError(layer.name, kind, "has no tfxbar weight quantizer",
+                              "quantize the model with tfxbar.quantize_model")
+    form = ctx.kernel.integer_form()
+    kh, kw, channels, mult = form.codes.shape
+    offset = np.broadcast_to(form.offset, form.codes.shape)
+    if np.any(offset != 0):
+        raise ConversionError(layer.name, kind, "weights with an offset (trained-biased or asymmetric "
+                              "levels) leave the block-diagonal's zeros nonzero",
+                              "give this layer a symmetric weight quantizer (e.g. tfxbar.quantizers."
+                              "UniformWeights) through layer_specs")
+    dense = np.zeros((kh * kw * channels, channels * mult), np.int64)
+    rows = (np.arange(kh * kw)[:, None] * channels + np.arange(channels)[None, :])   # (kh·kw, C)
+    for q in range(mult):
+        dense[rows, np.arange(channels)[None, :] * mult + q] = form.codes[..., q].reshape(kh * kw, channels)
+    scale = np.broadcast_to(form.scale, form.codes.shape)[0, 0].reshape(-1)
+    bias = layer.bias.numpy() if layer.use_bias else np.zeros(channels * mult, np.float32)
+    shape = ctx.lowering._shape()  # noqa: SLF001
+    (oh, ow), geometry = _conv_geometry(layer, kind, shape, tuple(layer.kernel_size), tuple(layer.strides))
+    geometry["groups"] = int(channels)
+    ctx.lowering.crossbar(layer.name, kind, dense, scale, np.zeros(channels * mult), bias,
+                          (oh, ow, channels * mult), geometry, tuple(form.levels) + (0,))
     _activation(layer, ctx, _activation_name(layer))
 
 
@@ -154,6 +223,14 @@ def _relu(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     ctx.lowering.elementwise(layer.name, "ReLU", Relu(max_value, slope, float(np.asarray(layer.threshold))))
 
 
+@register_handler(keras.layers.LeakyReLU)
+def _leaky_relu(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    alpha = float(np.asarray(layer.alpha))
+    if alpha < 0:
+        raise ConversionError(layer.name, "LeakyReLU", "alpha < 0 is not monotone")
+    ctx.lowering.elementwise(layer.name, "LeakyReLU", Relu(None, alpha, 0.0))
+
+
 @register_handler(keras.layers.Activation)
 def _activation_layer(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     _activation(layer, ctx, _activation_name(layer))
@@ -175,11 +252,48 @@ def _avg_pool(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     ctx.lowering.sum_pool(layer.name, "AveragePooling2D", *_window(layer, "AveragePooling2D"))
 
 
-@register_handler(keras.layers.GlobalAveragePooling2D)
-def _global_avg_pool(layer: keras.layers.Layer, ctx: LayerContext) -> None:
-    if layer.data_format != "channels_last" or layer.keepdims:
-        raise ConversionError(layer.name, "GlobalAveragePooling2D", "only channels_last, keepdims=False")
-    ctx.lowering.sum_pool(layer.name, "GlobalAveragePooling2D", None, None, "valid")
+def _as_2d(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> tuple[int, ...]:
+    """1-D layers run as 2-D ones on a 1 × W image: (W, C) → (1, W, C); returns (W, C)."""
+    shape = ctx.lowering._shape()  # noqa: SLF001
+    if getattr(layer, "data_format", "channels_last") != "channels_last" or len(shape) != 2:
+        raise ConversionError(layer.name, kind, f"expects a channels_last NWC input, got shape {shape}")
+    ctx.lowering.reshape(f"{layer.name}_2d", kind, (1, *shape))
+    return shape
+
+
+def _global_pool(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> None:
+    """Global average (window sum) or max pooling over H, W; keepdims gives (1, 1, C)."""
+    lowering = ctx.lowering
+    if "1D" in kind:
+        _as_2d(layer, ctx, kind)
+    elif layer.data_format != "channels_last":
+        raise ConversionError(layer.name, kind, "channels_first is not supported")
+    h, w, c = lowering._shape()  # noqa: SLF001
+    if "Average" in kind:
+        lowering.sum_pool(layer.name, kind, None, None, "valid")
+    else:
+        lowering.max_pool(layer.name, kind, (h, w), (h, w), "valid")
+        lowering.reshape(f"{layer.name}_squeeze", kind, (c,))
+    if layer.keepdims:
+        lowering.reshape(f"{layer.name}_keepdims", kind, (1, c) if "1D" in kind else (1, 1, c))
+
+
+for _kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D"):
+    register_handler(getattr(keras.layers, _kind))(
+        lambda layer, ctx, kind=_kind: _global_pool(layer, ctx, kind))
+
+
+@register_handler(keras.layers.MaxPooling1D, keras.layers.AveragePooling1D)
+def _pool_1d(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    kind = type(layer).__name__
+    width, channels = _as_2d(layer, ctx, kind)
+    pool, stride = (1, layer.pool_size[0]), (1, layer.strides[0])
+    if kind == "MaxPooling1D":
+        ctx.lowering.max_pool(layer.name, kind, pool, stride, layer.padding)
+    else:
+        ctx.lowering.sum_pool(layer.name, kind, pool, stride, layer.padding)
+    out = ctx.lowering._shape()  # noqa: SLF001
+    ctx.lowering.reshape(f"{layer.name}_1d", kind, out[1:])
 
 
 @register_handler(keras.layers.Flatten)
@@ -187,7 +301,53 @@ def _flatten(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     ctx.lowering.flatten(layer.name, "Flatten")
 
 
-@register_handler(keras.layers.Dropout, keras.layers.InputLayer)
+@register_handler(keras.layers.Reshape)
+def _reshape(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    ctx.lowering.reshape(layer.name, "Reshape", tuple(layer.output_shape[1:]))
+
+
+@register_handler(keras.layers.ZeroPadding2D)
+def _zero_padding(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    if layer.data_format != "channels_last":
+        raise ConversionError(layer.name, "ZeroPadding2D", "channels_first is not supported")
+    (pt, pb), (pl, pr) = layer.padding
+    ctx.lowering.pad(layer.name, "ZeroPadding2D", (pt, pb, pl, pr))
+
+
+@register_handler(keras.layers.UpSampling2D)
+def _upsampling(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    if layer.data_format != "channels_last" or layer.interpolation != "nearest":
+        raise ConversionError(layer.name, "UpSampling2D", "only channels_last, interpolation='nearest'",
+                              "bilinear upsampling mixes codes with fractional weights")
+    ctx.lowering.upsample(layer.name, "UpSampling2D", tuple(layer.size))
+
+
+def _merge_inputs(layer: keras.layers.Layer, ctx: LayerContext, kind: str) -> list[Codes | Acc]:
+    if any(s is None for s in ctx.inputs):
+        raise ConversionError(layer.name, kind, "an input is the float model input",
+                              "quantize the model input (tfxbar.quantize_model does)")
+    return list(ctx.inputs)
+
+
+@register_handler(keras.layers.Add)
+def _add(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    ctx.lowering.add(layer.name, "Add", _merge_inputs(layer, ctx, "Add"))
+
+
+@register_handler(keras.layers.Concatenate)
+def _concatenate(layer: keras.layers.Layer, ctx: LayerContext) -> None:
+    states = _merge_inputs(layer, ctx, "Concatenate")
+    if layer.axis not in (-1, len(states[0].shape)):
+        raise ConversionError(layer.name, "Concatenate", f"axis {layer.axis}",
+                              "only the channel (last) axis can be concatenated")
+    step, bits = ctx.output if ctx.output is not None else (None, None)
+    # Named (and tapped) like the wrapper that carries the output quantizer.
+    name = ctx.wrapper.name if ctx.wrapper is not None else layer.name
+    ctx.quantized = ctx.lowering.concat(name, "Concatenate", states, step, bits)
+
+
+@register_handler(keras.layers.Dropout, keras.layers.InputLayer, keras.layers.SpatialDropout2D,
+                  keras.layers.GaussianNoise)
 def _identity(layer: keras.layers.Layer, ctx: LayerContext) -> None:
     return None
 

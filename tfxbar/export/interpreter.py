@@ -40,7 +40,7 @@ from tfxbar.export.adc import adc, float_adc
 from tfxbar.export.blas import default_workers, single_threaded_blas
 from tfxbar.export.crossbar import Crossbar, Tile, release_scratch
 from tfxbar.export.format import Program
-from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, sum_pool
+from tfxbar.export.kernels import FieldCodes, ThresholdTable, max_pool, run_plain_op
 
 __all__ = ["Interpreter"]
 
@@ -88,13 +88,28 @@ class Interpreter:
             raise ValueError(f"lanes must be at least 1, got {lanes}")
         self.crossbars = {i: Crossbar(op, self.arrays[i], lanes) for i, op in enumerate(self.ops)
                           if op["kind"] == "crossbar"}
+        # The dataflow: which op produces each tensor, who reads it, and when it can be freed.
+        self.producer = {op["name"]: i for i, op in enumerate(self.ops)}
+        readers: dict[str, list[int]] = {}
+        for i, op in enumerate(self.ops):
+            for name in op["inputs"]:
+                readers.setdefault(name, []).append(i)
+        self.last_use = {name: max(found) for name, found in readers.items()}
+        sole = {name: found[0] for name, found in readers.items() if len(found) == 1}
         self.thresholds = {i: ThresholdTable(self.arrays[i]["thresholds"], self.arrays[i]["direction"],
-                                             self._bounds(i - 1))
+                                             self._bounds(op["inputs"][0]))
                            for i, op in enumerate(self.ops) if op["kind"] == "threshold"}
-        # Threshold ops right after a crossbar, as tables over the crossbar's biased lane fields.
-        packed = {i + 1: xbar for i, xbar in self.crossbars.items() if xbar.lanes > 1}
-        self.field_codes = {i: self.thresholds[i].field_codes(packed[i].lo, packed[i].hi)
-                            for i in self.thresholds if i in packed}
+        # Fusions need the first op's output to be read by the second alone, and untapped.
+        # A threshold reading a packed convolution alone is looked up from its lane fields.
+        self.fused = {j: sole[op["name"]] for j, op in enumerate(self.ops)
+                      if j in self.crossbars and self.crossbars[j].lanes > 1 and op["tap"] is None
+                      and sole.get(op["name"]) in self.thresholds}
+        self.field_codes = {i: self.thresholds[i].field_codes(self.crossbars[j].lo, self.crossbars[j].hi)
+                            for j, i in self.fused.items()}
+        # A threshold read by a max-pool alone runs after it (see _run_batch).
+        self.pool_after = {i: sole[op["name"]] for i, op in enumerate(self.ops)
+                           if i in self.thresholds and op["tap"] is None
+                           and self.ops[sole.get(op["name"], i)]["kind"] == "max_pool"}
         # Per crossbar: can no accumulator step overflow (then the order of additions is free)?
         self.no_overflow = {i: self._cannot_overflow(xbar) for i, xbar in self.crossbars.items()}
         self.stats: dict[str, dict[str, int]] = {}
@@ -173,9 +188,10 @@ class Interpreter:
         """Top-1 class indices."""
         return np.argmax(self.run(x, batch_size), axis=-1)
 
-    def _bounds(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Static range of op `i`'s exact output: a crossbar's accumulator bounds (docs/format.md)."""
-        if i < 0 or self.ops[i]["kind"] != "crossbar":
+    def _bounds(self, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Static range of a tensor that is a crossbar's exact output (docs/format.md)."""
+        i = self.producer.get(tensor)
+        if i is None or self.ops[i]["kind"] != "crossbar":
             return None
         return self.arrays[i]["acc_lo"], self.arrays[i]["acc_hi"]
 
@@ -186,52 +202,53 @@ class Interpreter:
 
     # -- ops -------------------------------------------------------------------------------
     def _run_batch(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        found = {}
-        i = 0
-        exact = False   # x is an exact crossbar output, hence within its static bounds
-        while i < len(self.ops):
-            op = self.ops[i]
-            kind, attrs, arrays = op["kind"], op["attrs"], self.arrays[i]
-            if kind == "crossbar" and self._fusable(i, x):
+        env = {self.program.header["input"]["name"]: x}
+        found: dict[str, np.ndarray] = {}
+        exact: set[str] = set()   # tensors that are exact crossbar outputs, hence within static bounds
+        done: set[int] = set()
+        out = x
+        for i, op in enumerate(self.ops):
+            if i in done:
+                continue
+            kind, arrays = op["kind"], self.arrays[i]
+            args = [env[name] for name in op["inputs"]]
+            v, target = args[0], i
+            if kind == "crossbar" and self._fusable(i, v):
                 # Threshold fused into the packed convolution's unpacking: codes come out directly.
-                x = self._crossbar(i, x, self.field_codes[i + 1])
-                i, op = i + 1, self.ops[i + 1]
+                target = self.fused[i]
+                out = self._crossbar(i, v, self.field_codes[target])
             elif kind == "crossbar":
-                x = self._crossbar(i, x)
-                exact = self.mode == "ideal" or self._hardware_is_ideal(i)
-            elif kind == "threshold" and self._pool_first(i):
+                out = self._crossbar(i, v)
+                if self.mode == "ideal" or self._hardware_is_ideal(i):
+                    exact.add(op["name"])
+            elif kind == "threshold" and i in self.pool_after:
                 # A threshold is monotone per channel (non-decreasing for direction +1), so the
                 # max of thresholded values is the threshold of the max (of the min for −1):
                 # pooling the accumulator first thresholds 1/(pool area) of the values.
-                pool = self.ops[i + 1]["attrs"]
-                mode = self.arrays[i + 1]["mode"] * arrays["direction"]
-                x = self.thresholds[i](max_pool(x, pool["pool"], pool["strides"], pool["pads"], mode), exact)
-                i, op = i + 1, self.ops[i + 1]
+                target = self.pool_after[i]
+                pool = self.ops[target]["attrs"]
+                mode = self.arrays[target]["mode"] * arrays["direction"]
+                out = self.thresholds[i](max_pool(v, pool["pool"], pool["strides"], pool["pads"], mode),
+                                         op["inputs"][0] in exact)
             elif kind == "threshold":
-                x = self.thresholds[i](x, exact)
-            elif kind == "max_pool":
-                x = max_pool(x, attrs["pool"], attrs["strides"], attrs["pads"], arrays["mode"])
-            elif kind == "sum_pool":
-                x = sum_pool(x, None if attrs["global"] else attrs["pool"], attrs.get("strides"))
-            elif kind == "flatten":
-                x = x.reshape(len(x), -1)
-            elif kind == "dequantize":
-                x = self._dequantize(x, attrs["chain"], arrays)
-            if op["tap"] is not None:
-                found[op["tap"]] = x
-            exact = exact and kind == "crossbar"
-            i += 1
-        return x, found
+                out = self.thresholds[i](v, op["inputs"][0] in exact)
+            else:
+                out = run_plain_op(op, arrays, args)
+            done.add(target)
+            name = self.ops[target]["name"]
+            env[name] = out
+            if self.ops[target]["tap"] is not None:
+                found[self.ops[target]["tap"]] = out
+            for source in op["inputs"]:
+                if self.last_use.get(source, -1) <= i:
+                    env.pop(source, None)
+        return out, found
 
     def _fusable(self, i: int, x: np.ndarray) -> bool:
-        """Whether crossbar op `i` and the threshold after it run fused (its sums unseen)."""
-        return (self.field_codes.get(i + 1) is not None and self.ops[i]["tap"] is None
+        """Whether crossbar op `i` and the threshold reading it run fused (its sums unseen)."""
+        j = self.fused.get(i)
+        return (j is not None and self.field_codes.get(j) is not None
                 and (self.mode == "ideal" or self._hardware_is_ideal(i)) and self.crossbars[i].packs(x))
-
-    def _pool_first(self, i: int) -> bool:
-        """Whether threshold op `i` may be swapped with a following max-pool (its own output unseen)."""
-        return (i + 1 < len(self.ops) and self.ops[i + 1]["kind"] == "max_pool"
-                and self.ops[i]["tap"] is None)
 
     def _crossbar(self, index: int, x: np.ndarray, codes: FieldCodes | None = None) -> np.ndarray:
         xbar = self.crossbars[index]
@@ -422,17 +439,3 @@ class Interpreter:
                 raise ValueError(f"conductances for {name} tile {tile} must have shape {cells.shape}")
             self._devices[key] = g
         return self._devices[key]
-
-    @staticmethod
-    def _dequantize(x: np.ndarray, chain: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> np.ndarray:
-        v = x.astype(np.float64)
-        for j, stage in enumerate(chain):
-            if stage["kind"] == "affine":
-                v = v * arrays[f"stage{j}.a"] + arrays[f"stage{j}.b"]
-            elif stage["kind"] == "relu":
-                y = np.where(v >= stage["threshold"], v, stage["negative_slope"] * (v - stage["threshold"]))
-                v = y if stage["max_value"] is None else np.minimum(y, stage["max_value"])
-            else:
-                e = np.exp(v - v.max(axis=-1, keepdims=True))
-                v = e / e.sum(axis=-1, keepdims=True)
-        return v

@@ -1,8 +1,9 @@
-"""The exporter's intermediate representation: a straight-line list of integer ops.
+"""The exporter's intermediate representation: a dataflow graph of integer ops.
 
 Data flows one way: the handlers lower Keras layers into `Op`s, the passes rewrite them in
-place, and the writer turns the final `Graph` into a program file. Every op consumes the
-output of the op before it (the first consumes the program input).
+place, and the writer turns the final `Graph` into a program file. Every op produces one
+tensor, named like the op, from the tensors named in its ``inputs`` (the program input is
+named ``graph.input.name``); ops are kept in a topological order, the last one is the output.
 
 Op kinds (see docs/format.md for the fields each one carries once all passes have run):
 
@@ -13,6 +14,11 @@ Op kinds (see docs/format.md for the fields each one carries once all passes hav
 - ``threshold``: accumulator → activation code, the number of per-channel thresholds passed.
 - ``max_pool``: max (or min, per channel) over windows of codes.
 - ``flatten``: NHWC → N·(H·W·C) in row-major order.
+- ``reshape``: any row-major reshape (Reshape, Conv1D's H = 1 view, keepdims pooling).
+- ``pad``: zero padding of codes (ZeroPadding2D; code 0 is the real value 0).
+- ``upsample``: nearest-neighbour repetition of codes (UpSampling2D).
+- ``add``: Σᵢ mᵢ·Xᵢ per channel with integer multipliers (residual Add; see lowering).
+- ``concat``: codes of one step side by side on the channel axis (Concatenate).
 - ``dequantize``: the final float output, a per-channel chain of affine / ReLU / softmax.
 """
 
@@ -25,7 +31,8 @@ import numpy as np
 
 __all__ = ["OP_KINDS", "Graph", "InputSpec", "Op"]
 
-OP_KINDS = ("crossbar", "sum_pool", "threshold", "max_pool", "flatten", "dequantize")
+OP_KINDS = ("crossbar", "sum_pool", "threshold", "max_pool", "flatten", "dequantize", "reshape", "pad",
+            "upsample", "add", "concat")
 
 
 @dataclasses.dataclass
@@ -42,6 +49,7 @@ class Op:
         arrays: numpy arrays written to the file.
         meta: compiler-only state the passes consume (never written).
         tap: the Keras layer whose quantized output this op's output equals (codes), if any.
+        inputs: names of the tensors the op reads (earlier ops, or the program input).
     """
 
     name: str
@@ -53,6 +61,7 @@ class Op:
     arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     tap: str | None = None
+    inputs: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -80,3 +89,11 @@ class Graph:
 
     def crossbars(self) -> list[Op]:
         return [op for op in self.ops if op.kind == "crossbar"]
+
+    def consumers(self) -> dict[str, list[Op]]:
+        """The ops reading each tensor, by tensor name."""
+        found: dict[str, list[Op]] = {}
+        for op in self.ops:
+            for name in op.inputs:
+                found.setdefault(name, []).append(op)
+        return found

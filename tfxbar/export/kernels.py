@@ -7,12 +7,13 @@ conversions) and return the same dtype unless noted; all results are exact integ
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-__all__ = ["FieldCodes", "ThresholdTable", "apply_thresholds", "im2col", "max_pool", "patch_view", "sum_pool"]
+__all__ = ["FieldCodes", "ThresholdTable", "apply_thresholds", "im2col", "max_pool", "patch_view",
+           "run_plain_op", "sum_pool"]
 
 # Largest magnitude below which every integer is exact in a float dtype.
 EXACT = {np.dtype(np.float32): 2 ** 24, np.dtype(np.float64): 2 ** 53}
@@ -203,3 +204,44 @@ def apply_thresholds(x: np.ndarray, thresholds: np.ndarray, direction: np.ndarra
     Direction +1: #{k : x ≥ T_k}; direction −1: #{k : x ≤ T_k}.
     """
     return ThresholdTable(thresholds, direction)(x).astype(np.int64)
+
+def run_plain_op(op: dict[str, Any], arrays: dict[str, np.ndarray], args: list[np.ndarray]) -> np.ndarray:
+    """One op without crossbar or threshold state (pooling, shapes, merges, the float output) of
+    a program header entry `op`, its `arrays`, on its input values `args`."""
+    kind, attrs, x = op["kind"], op["attrs"], args[0]
+    if kind == "max_pool":
+        return max_pool(x, attrs["pool"], attrs["strides"], attrs["pads"], arrays["mode"])
+    if kind == "sum_pool":
+        return sum_pool(x, None if attrs["global"] else attrs["pool"], attrs.get("strides"))
+    if kind in ("flatten", "reshape"):
+        return x.reshape(len(x), *op["out_shape"])
+    if kind == "pad":
+        pt, pb, pl, pr = attrs["pads"]
+        return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    if kind == "upsample":
+        return np.repeat(np.repeat(x, attrs["size"][0], axis=1), attrs["size"][1], axis=2)
+    if kind == "concat":
+        return np.concatenate(args, axis=-1)
+    if kind == "add":
+        if op["out_max"] is not None:   # codes of one step: an exact float sum
+            dtype = np.float32 if op["out_max"] < 2 ** 24 else np.float64
+            return sum(a.astype(dtype, copy=False) for a in args)
+        m = arrays["multipliers"]
+        return sum(a.astype(np.int64) * m[j] for j, a in enumerate(args))
+    if kind == "dequantize":
+        return _dequantize(x, attrs["chain"], arrays)
+    raise ValueError(f"op {op['name']!r}: unknown kind {kind!r}")
+
+
+def _dequantize(x: np.ndarray, chain: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> np.ndarray:
+        v = x.astype(np.float64)
+        for j, stage in enumerate(chain):
+            if stage["kind"] == "affine":
+                v = v * arrays[f"stage{j}.a"] + arrays[f"stage{j}.b"]
+            elif stage["kind"] == "relu":
+                y = np.where(v >= stage["threshold"], v, stage["negative_slope"] * (v - stage["threshold"]))
+                v = y if stage["max_value"] is None else np.minimum(y, stage["max_value"])
+            else:
+                e = np.exp(v - v.max(axis=-1, keepdims=True))
+                v = e / e.sum(axis=-1, keepdims=True)
+        return v

@@ -1,4 +1,5 @@
-"""Version-1 schema of the program file: header checks and the arrays each op must carry.
+"""Schema of the program file (version 2; version 1 is read too): header checks and the arrays
+each op must carry.
 
 Every check raises `FormatError(field, problem)`. `check_header` validates the JSON header
 (keys, types, ranges, shape consistency between ops); `expected_arrays` returns, for each
@@ -16,10 +17,13 @@ import numpy as np
 from tfxbar.export.crossbar import static_bounds, weight_matrix
 from tfxbar.export.errors import FormatError
 
-__all__ = ["check_header", "expected_arrays"]
+__all__ = ["check_header", "expected_arrays", "upgrade_header"]
+
+FORMAT_VERSIONS = (1, 2)
 
 Check = Callable[[str, np.ndarray], None]
-_OP_KEYS = {"name", "kind", "in_shape", "out_shape", "out_max", "tap", "attrs"}
+_OP_KEYS = {"name", "kind", "inputs", "in_shape", "out_shape", "out_max", "tap", "attrs"}
+_OP_KEYS_V1 = _OP_KEYS - {"inputs"}
 _OPTION_KEYS = {"tile_rows", "tile_cols", "weight_mapping", "cell_bits", "dac_bits", "adc_bits",
                 "adc_range", "accumulator_bits", "accumulator_mode"}
 _ATTR_KEYS = {
@@ -32,7 +36,14 @@ _ATTR_KEYS = {
     "sum_pool": {"global", "pool", "strides"},
     "flatten": set(),
     "dequantize": {"chain"},
+    "reshape": set(),
+    "pad": {"pads"},
+    "upsample": {"size"},
+    "add": set(),
+    "concat": set(),
 }
+_OPTIONAL_ATTRS = {"sum_pool": frozenset({"pool", "strides"}), "crossbar": frozenset({"groups"})}
+_MULTI_INPUT = ("add", "concat")
 
 
 def _fail(field: str, problem: str) -> None:
@@ -82,8 +93,9 @@ def check_header(header: Any) -> None:
     if header["format"] != "tfxbar-program":
         _fail("format", f"must be 'tfxbar-program', got {header['format']!r}")
     version = _int(header["version"], "version")
-    if version != 1:
-        _fail("version", f"unsupported version {version}; this reader supports version 1")
+    if version not in FORMAT_VERSIONS:
+        _fail("version", f"unsupported version {version}; this reader supports versions "
+                         f"{', '.join(map(str, FORMAT_VERSIONS))}")
     if not isinstance(header["producer"], str):
         _fail("producer", "must be a string")
     _check_options(header["options"])
@@ -99,9 +111,53 @@ def check_header(header: Any) -> None:
     ops = header["ops"]
     if not isinstance(ops, list) or not ops:
         _fail("ops", "must be a non-empty list")
-    shape, top = list(spec["shape"]), 2 ** spec["bits"] - 1
+    # Every tensor by name: (shape, out_max); ops read only earlier tensors (topological order).
+    tensors: dict[str, tuple[list[int], int | None]] = {
+        spec["name"]: (list(spec["shape"]), 2 ** spec["bits"] - 1)}
+    previous = spec["name"]
+    unread = set()
     for i, op in enumerate(ops):
-        shape, top = _check_op(op, f"ops[{i}]", shape, top, header["options"], i == len(ops) - 1)
+        field = f"ops[{i}]"
+        _keys(op, field, _OP_KEYS if version >= 2 else _OP_KEYS_V1)
+        inputs = op["inputs"] if version >= 2 else [previous]
+        _check_inputs(inputs, f"{field}.inputs", op.get("kind"), tensors)
+        name = op["name"]
+        if not isinstance(name, str) or not name:
+            _fail(f"{field}.name", "must be a non-empty string")
+        if name in tensors:
+            _fail(f"{field}.name", f"{name!r} names an earlier op or the input: op names must be unique")
+        unread -= set(inputs)
+        tensors[name] = _check_op(op, field, [tensors[t] for t in inputs], header["options"],
+                                  i == len(ops) - 1)
+        unread.add(name)
+        previous = name
+    unread.discard(previous)
+    if unread:
+        _fail("ops", f"the output of {sorted(unread)[0]!r} is never read (every op but the last must "
+                     "feed a later op)")
+
+
+def _check_inputs(inputs: Any, field: str, kind: Any, tensors: dict) -> None:
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        _fail(field, "must be a non-empty list of tensor names")
+    multi = isinstance(kind, str) and kind in _MULTI_INPUT
+    if multi != (len(inputs) > 1):
+        want = "two or more tensors" if multi else "one tensor"
+        _fail(field, f"a {kind!r} op reads {want}, got {len(inputs)}")
+    for t in inputs:
+        if t not in tensors:
+            _fail(field, f"{t!r} is not the input or an earlier op's output")
+
+
+def upgrade_header(header: dict) -> dict:
+    """A version-1 header as version 2 (each op reads the previous op's output)."""
+    if header.get("version") != 1:
+        return header
+    ops, previous = [], header["input"]["name"]
+    for op in header["ops"]:
+        ops.append({**op, "inputs": [previous]})
+        previous = op["name"]
+    return {**header, "version": 2, "ops": ops}
 
 
 def _check_options(options: Any) -> None:
@@ -118,11 +174,9 @@ def _check_options(options: Any) -> None:
     _choice(options["accumulator_mode"], "options.accumulator_mode", ("saturate", "wrap"))
 
 
-def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: dict,
+def _check_op(op: Any, field: str, sources: list[tuple[list[int], int | None]], options: dict,
               last: bool) -> tuple[list[int], int | None]:
-    _keys(op, field, _OP_KEYS)
-    if not isinstance(op["name"], str) or not op["name"]:
-        _fail(f"{field}.name", "must be a non-empty string")
+    shape, top = sources[0]
     kind = op["kind"]
     if not isinstance(kind, str) or kind not in _ATTR_KEYS:
         _fail(f"{field}.kind", f"unknown op kind {kind!r}; known: {sorted(_ATTR_KEYS)}")
@@ -133,13 +187,13 @@ def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: d
     in_shape = _ints(op["in_shape"], f"{field}.in_shape", None, lo=1)
     out_shape = _ints(op["out_shape"], f"{field}.out_shape", None, lo=1)
     if in_shape != shape:
-        _fail(f"{field}.in_shape", f"{in_shape} does not match the previous output shape {shape}")
+        _fail(f"{field}.in_shape", f"{in_shape} does not match its (first) input's shape {shape}")
     out_max = op["out_max"]
     if out_max is not None:
         _int(out_max, f"{field}.out_max", 1)
     attrs = op["attrs"]
     a = f"{field}.attrs"
-    optional = frozenset({"pool", "strides"}) if kind == "sum_pool" else frozenset()
+    optional = _OPTIONAL_ATTRS.get(kind, frozenset())
     _keys(attrs, a, _ATTR_KEYS[kind] - optional, optional)
     expect_out, expect_max = in_shape, top
     if kind == "crossbar":
@@ -150,6 +204,15 @@ def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: d
         expect_out, expect_max = _check_pool(kind, attrs, a, in_shape, top)
     elif kind == "flatten":
         expect_out = [int(np.prod(in_shape))]
+    elif kind == "reshape":
+        if int(np.prod(out_shape)) != int(np.prod(in_shape)):
+            _fail(f"{field}.out_shape", f"{out_shape} does not hold the {int(np.prod(in_shape))} values "
+                                        f"of {in_shape}")
+        expect_out = out_shape
+    elif kind in ("pad", "upsample"):
+        expect_out = _check_spatial(kind, attrs, a, in_shape, top)
+    elif kind in _MULTI_INPUT:
+        expect_out, expect_max = _check_merge(kind, sources, out_max, field)
     elif kind == "dequantize":
         expect_max = None
         _check_chain(attrs["chain"], f"{a}.chain")
@@ -160,8 +223,38 @@ def _check_op(op: Any, field: str, shape: list[int], top: int | None, options: d
     return out_shape, out_max
 
 
+def _check_spatial(kind: str, attrs: dict, a: str, in_shape: list[int], top: int | None) -> list[int]:
+    if len(in_shape) != 3:
+        _fail(a, f"{kind} needs an HWC input, got {in_shape}")
+    if kind == "pad":
+        if top is None:
+            _fail(a, "pad needs integer codes as input (zero is the real value 0 only for codes)")
+        pt, pb, pl, pr = _ints(attrs["pads"], f"{a}.pads", 4)
+        return [in_shape[0] + pt + pb, in_shape[1] + pl + pr, in_shape[2]]
+    sh, sw = _ints(attrs["size"], f"{a}.size", 2, lo=1)
+    return [in_shape[0] * sh, in_shape[1] * sw, in_shape[2]]
+
+
+def _check_merge(kind: str, sources: list, out_max: Any, field: str) -> tuple[list[int], int | None]:
+    shapes = [s for s, _ in sources]
+    tops = [t for _, t in sources]
+    if kind == "concat":
+        if any(t is None for t in tops):
+            _fail(f"{field}.inputs", "concat reads integer codes only")
+        if len({tuple(s[:-1]) for s in shapes}) != 1:
+            _fail(f"{field}.inputs", f"shapes {shapes} differ outside the last (channel) axis")
+        return shapes[0][:-1] + [sum(s[-1] for s in shapes)], max(tops)
+    if any(s != shapes[0] for s in shapes):
+        _fail(f"{field}.inputs", f"an add reads tensors of one shape, got {shapes}")
+    # Codes added with multipliers 1 stay codes (out_max the sum); anything else is an accumulator.
+    codes = all(t is not None for t in tops) and out_max is not None
+    return shapes[0], sum(tops) if codes else None
+
+
 def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, options: dict) -> list[int]:
-    layer = _choice(attrs["layer_type"], f"{a}.layer_type", ("Dense", "Conv2D"))
+    layer = _choice(attrs["layer_type"], f"{a}.layer_type", ("Dense", "Conv2D", "DepthwiseConv2D"))
+    if ("groups" in attrs) != (layer == "DepthwiseConv2D"):
+        _fail(f"{a}.groups", "present exactly for DepthwiseConv2D (its input channels)")
     kh, kw = _ints(attrs["kernel"], f"{a}.kernel", 2, lo=1)
     sh, sw = _ints(attrs["strides"], f"{a}.strides", 2, lo=1)
     pads = _ints(attrs["pads"], f"{a}.pads", 4)
@@ -211,7 +304,10 @@ def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, o
             _fail(f"{a}.rows", f"must equal the input features {in_shape[0]}, got {rows}")
         return [cols]
     if len(in_shape) != 3:
-        _fail(f"{a}", f"a Conv2D crossbar needs an HWC input, got {in_shape}")
+        _fail(f"{a}", f"a {layer} crossbar needs an HWC input, got {in_shape}")
+    if layer == "DepthwiseConv2D" and (_int(attrs["groups"], f"{a}.groups", 1) != in_shape[2]
+                                       or cols % in_shape[2]):
+        _fail(f"{a}.groups", f"must equal the input channels {in_shape[2]} and divide cols {cols}")
     if rows != kh * kw * in_shape[2]:
         _fail(f"{a}.rows", f"must equal kernel height × width × input channels, got {rows}")
     oh = (in_shape[0] + pads[0] + pads[1] - kh) // sh + 1
@@ -344,8 +440,10 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
                 if len(np.unique(index)) != len(index):
                     _fail(f"{p}tile{t}.{axis}", "must not repeat an index")
             count[np.ix_(arrays[f"{p}tile{t}.rows"], arrays[f"{p}tile{t}.cols"])] += 1
-        if np.any(count != 1):
-            _fail(f"{p}tiles", "the tiles' row/column maps must cover every weight exactly once")
+        block = _block_mask(attrs)
+        if np.any(count[block] != 1) or np.any(count > 1):
+            which = " of the block diagonal (DepthwiseConv2D)" if "groups" in attrs else ""
+            _fail(f"{p}tiles", f"the tiles' row/column maps must cover every weight{which} exactly once")
         if not attrs["reference"] and np.any(arrays[f"{p}offset_num"] != 0):
             _fail(f"{p}offset_num", "must be 0 without a reference column (the differential mapping "
                                     "has no Σx to subtract it from)")
@@ -362,6 +460,8 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
         if np.any(np.abs(offset.astype(np.float64)) >= 2.0 ** 62):
             _fail(f"{p}offset_num", "magnitudes must be below 2^62")
         weights = weight_matrix(attrs, arrays, p)
+        if np.any(weights[~block] != 0):
+            _fail(f"{p}tiles", "a DepthwiseConv2D's weights outside its block diagonal must be 0")
         column_sum = float(np.abs(weights.astype(np.float64)).sum(axis=0).max(initial=0))
         if column_sum * attrs["input_max"] >= 2.0 ** 62:
             _fail(f"{p}tiles", "the accumulator range input_max·Σ|W| reaches 2^62; int64 would wrap")
@@ -375,6 +475,16 @@ def _coverage(p: str, attrs: dict, arrays: dict) -> Check:
                         f"must contain the static bounds [{int(lo[n])}, {int(hi[n])}] of the weights "
                         "the cells and offset_num encode; the file is inconsistent: re-export it")
     return check
+
+
+def _block_mask(attrs: dict) -> np.ndarray:
+    """Which (row, column) weights a crossbar has: all, or a DepthwiseConv2D's block diagonal
+    (row (i, j, c) feeds the columns c·m … c·m + m − 1 of channel c)."""
+    rows, cols = attrs["rows"], attrs["cols"]
+    if "groups" not in attrs:
+        return np.ones((rows, cols), bool)
+    groups = attrs["groups"]
+    return (np.arange(rows)[:, None] % groups) == (np.arange(cols)[None, :] // (cols // groups))
 
 
 def _threshold_arrays(p: str, op: dict) -> dict[str, Check]:
@@ -395,12 +505,53 @@ def expected_arrays(header: dict, arrays: dict) -> dict[str, Check]:
             checks[f"{p}thresholds"] = _then(checks[f"{p}thresholds"], _monotone(p, arrays))
         elif kind == "max_pool":
             checks[f"{p}mode"] = _then(_array("int8", (op["in_shape"][-1],), -1, 1), _nonzero)
+        elif kind == "add":
+            checks[f"{p}multipliers"] = _then(_array("int64", (len(op["inputs"]), op["in_shape"][-1]),
+                                                     -(2 ** 52), 2 ** 52),
+                                              _add_range(op, header, arrays, p))
         elif kind == "dequantize":
             for j, stage in enumerate(op["attrs"]["chain"]):
                 if stage["kind"] == "affine":
                     checks[f"{p}stage{j}.a"] = _array("float64", (op["in_shape"][-1],))
                     checks[f"{p}stage{j}.b"] = _array("float64", (op["in_shape"][-1],))
     return checks
+
+
+def _reach(header: dict, arrays: dict, until: str) -> float:
+    """An upper bound of |value| of tensor `until` over all program inputs (for int64 safety),
+    propagated forward through the ops before it."""
+    spec = header["input"]
+    reach = {spec["name"]: 2.0 ** spec["bits"] - 1}
+    for i, op in enumerate(header["ops"]):
+        p, kind, first = f"op{i}.", op["kind"], reach.get(op["inputs"][0], 0.0)
+        if op["out_max"] is not None:
+            value = float(op["out_max"])
+        elif kind == "crossbar":
+            value = float(max(np.abs(arrays[f"{p}acc_lo"].astype(np.float64)).max(initial=0),
+                              np.abs(arrays[f"{p}acc_hi"].astype(np.float64)).max(initial=0)))
+        elif kind == "add":
+            m = np.abs(arrays[f"{p}multipliers"].astype(np.float64))
+            value = float(sum(m[j].max(initial=0) * reach[t] for j, t in enumerate(op["inputs"])))
+        elif kind == "sum_pool":
+            shape = op["in_shape"]
+            window = shape[0] * shape[1] if op["attrs"]["global"] else int(np.prod(op["attrs"]["pool"]))
+            value = first * window
+        else:
+            value = first
+        reach[op["name"]] = value
+        if op["name"] == until:
+            return value
+    raise KeyError(until)
+
+
+def _add_range(op: dict, header: dict, arrays: dict, p: str) -> Check:
+    def check(name: str, value: np.ndarray) -> None:
+        if op["out_max"] is not None and np.any(value != 1):
+            _fail(name, "an add of codes (out_max set) has multipliers 1; give out_max null for an "
+                        "accumulator")
+        if _reach(header, arrays, op["name"]) >= 2.0 ** 62:
+            _fail(name, "Σ|m·X| over the inputs' ranges reaches 2^62; int64 would wrap")
+    return check
 
 
 def _nonzero(name: str, value: np.ndarray) -> None:

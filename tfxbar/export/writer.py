@@ -1,4 +1,4 @@
-"""The writer: a fully lowered `Graph` → a `Program` (header + arrays, format version 1)."""
+"""The writer: a fully lowered `Graph` → a `Program` (header + arrays, format version 2)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _op_entry(index: int, op: Op, arrays: dict[str, np.ndarray]) -> dict[str, An
         attrs["rows"], attrs["cols"] = (int(d) for d in op.meta["codes"].shape)
     for field, value in own.items():
         arrays[f"op{index}.{field}"] = np.ascontiguousarray(value)
-    return {"name": op.name, "kind": op.kind, "in_shape": list(op.in_shape),
+    return {"name": op.name, "kind": op.kind, "inputs": list(op.inputs), "in_shape": list(op.in_shape),
             "out_shape": list(op.out_shape), "out_max": op.out_max, "tap": op.tap,
             "attrs": _jsonable(attrs)}
 

@@ -94,7 +94,7 @@ class QuantizationPlan:
 _AVERAGING = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D,
               keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D)
 _VALUE_PRESERVING = (keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
-                     keras.layers.MaxPooling1D, keras.layers.MaxPooling2D)
+                     keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.UpSampling2D)
 #: Zero padding commutes with quantization (code 0 is value 0), so the quantizer goes before
 #: it and the program pads codes (MobileNet's ReLU → ZeroPadding2D → strided depthwise).
 _ZERO_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D)

@@ -30,6 +30,12 @@ def _map(op: Op, mapping: str, cell_bits: int | None) -> None:
     meta = op.meta
     codes, offset_num, frac, levels = meta["codes"], meta["offset_num"], meta["offset_shift"], meta["levels"]
     signed = min(levels) < 0
+    if "groups" in op.attrs:
+        # A DepthwiseConv2D's tiles hold whole channels only: no reference column could sum
+        # just one channel's rows, and its zeros must be zero cells (differential pairs).
+        if mapping == "bit_sliced":
+            cell_bits = cell_bits or 1
+        mapping = "differential"
     if mapping == "bit_sliced":
         mapping = "differential" if signed or (frac == 0 and not offset_num.any()) else "offset"
         cell_bits = cell_bits or 1
