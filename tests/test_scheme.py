@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
@@ -297,3 +300,19 @@ def test_user_output_config_on_a_non_crossbar_layer_is_kept():
     outputs = {o.layer.name: o.quantizer for o in tfxbar.quantized_outputs(quantized)}
     assert outputs["quant_act"] == ClippedRound(5, step="fixed", init_step=0.1)
     assert any("already has" in note for note in scheme.plan.layers["out"].notes)
+
+
+def test_a2q_model_loads_after_import_tfxbar_alone(tmp_path):
+    # A fresh interpreter: in this one, tfxbar.check.a2q is already imported.
+    from tfxbar.check import A2QWeights
+
+    spec = {"dense": tfxbar.LayerSpec(A2QWeights(4, 12, 8), ClippedRound(8))}
+    model = tfxbar.quantize_model(tiny_cnn(), "w4a3", spec)
+    path = tmp_path / "a2q.keras"
+    model.save(path)
+    code = ("import tf_keras as keras, tfxbar; "
+            f"m = keras.models.load_model({str(path)!r}); "
+            "print(type(tfxbar.quantized_kernels(m)[1].quantizer).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("A2QWeights")
