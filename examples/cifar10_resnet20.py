@@ -150,13 +150,17 @@ def stage_export(args: argparse.Namespace, data: Splits) -> None:
     program.save(path)
     check = tfxbar.check_program(program, accumulator_bits=args.acc_bits)
     print(check)
-    codes = program.quantize_input(data.x_test)
+    n = args.program_images or len(data.x_test)
+    x_test, y_test = data.x_test[:n], data.y_test[:n]
+    codes = program.quantize_input(x_test)
     start = time.time()
     predicted = tfxbar.Interpreter(program).predict(codes)
     run_seconds = time.time() - start
-    keras_top1 = np.argmax(qmodel.predict(data.x_test, batch_size=500, verbose=0), 1)
+    keras_top1 = np.argmax(qmodel.predict(x_test, batch_size=500, verbose=0), 1)
     print(tfxbar.summary(program))
-    record(args.out, {"program_accuracy": float(np.mean(predicted == data.y_test)),
+    record(args.out, {"program_accuracy": float(np.mean(predicted == y_test)),
+                      "program_test_images": n,
+                      "quantized_accuracy_same_images": float(np.mean(keras_top1 == y_test)),
                       "program_keras_top1_agreement": float(np.mean(predicted == keras_top1)),
                       f"accumulators_within_{args.acc_bits}_bits": bool(check.ok),
                       "program": path, "export_seconds": round(export_seconds, 1),
@@ -176,6 +180,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=0,
                         help="use only the first N training images (0: all); for timing runs")
     parser.add_argument("--acc-bits", type=int, default=16)
+    parser.add_argument("--program-images", type=int, default=0,
+                        help="run the program on the first N test images only (0: all 10,000)")
     parser.add_argument("--no-a2q", dest="a2q", action="store_false",
                         help="plain preset weights on the stem and classifier too (their worst "
                              "case then needs more than --acc-bits)")
