@@ -147,10 +147,14 @@ def test_separable_conv_is_split_into_depthwise_and_pointwise_with_the_same_func
     assert [layer.name for layer in split.layers[1:3]] == ["sep_depthwise", "sep"]
     np.testing.assert_allclose(split.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     # quantize_model splits it too: both halves are crossbars, the pointwise reads codes.
-    quantized = tfxbar.quantize_model(model, "w8a8", calibration_data=x)
+    quantized = tfxbar.quantize_model(model, "w8a8", calibration_data=x, strict=True)
     assert [k.layer.name for k in tfxbar.quantized_kernels(quantized)] == ["sep_depthwise", "sep", "out"]
     outputs = {o.layer.name for o in tfxbar.quantized_outputs(quantized)}
     assert "quant_sep_depthwise" in outputs
+    # ... and it deploys: the program's top-1 is the quantized model's.
+    program = tfxbar.CrossbarConverter.from_keras_model(quantized).convert()
+    predicted = tfxbar.Interpreter(program).predict(program.quantize_input(x))
+    np.testing.assert_array_equal(predicted, np.argmax(quantized.predict(x, verbose=0), 1))
 
 
 def test_layer_specs_override_one_layer_and_unknown_names_fail():
