@@ -10,6 +10,7 @@ Stages (each reads the previous stage's checkpoint under --out, so any one can b
 - ``qat``: `quantize_model(float, preset, calibration_data=2,000 training images)`, with A2Q
   weights on the stem and the classifier so that every accumulator fits --acc-bits (see
   `accumulator_specs`), then quantization-aware fine-tuning (Adam, cosine decay) → ``qat.keras``;
+- ``report``: print the docs/results.md table from ``results.json``.
 - ``export``: convert to an integer program (``resnet20_<preset>.xbar``), check accumulators
   against --acc-bits, run the program on the test set with the bit-exact interpreter.
 
@@ -167,9 +168,34 @@ def stage_export(args: argparse.Namespace, data: Splits) -> None:
                       "interpreter_images_per_second": round(len(codes) / run_seconds, 1)})
 
 
+def stage_report(args: argparse.Namespace, data: Splits | None) -> None:
+    """Print the docs/results.md table from results.json (no training, no data)."""
+    with open(os.path.join(args.out, "results.json")) as handle:
+        r = json.load(handle)
+
+    def pct(key: str) -> str:
+        return f"{100 * r[key]:.2f} %" if key in r else "–"
+
+    rows = [("float ResNet-20 (Keras)", pct("float_accuracy"), f"{r.get('float_epochs')} epochs, "
+             f"{r.get('float_minutes')} min"),
+            (f"quantized {r.get('preset')} before QAT", pct("quantized_accuracy_before_qat"), ""),
+            (f"quantized {r.get('preset')} after QAT (Keras)", pct("quantized_accuracy"),
+             f"{r.get('qat_epochs')} epochs, {r.get('qat_minutes')} min"),
+            ("integer program (interpreter, ideal)", pct("program_accuracy"),
+             f"top-1 = Keras on {pct('program_keras_top1_agreement')} of "
+             f"{r.get('program_test_images')} images"),
+            (f"accumulators within {args.acc_bits} bits (static)",
+             str(r.get(f"accumulators_within_{args.acc_bits}_bits", "–")), "")]
+    print("| | CIFAR-10 test accuracy | notes |\n|---|---|---|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} |")
+    print(f"\nseed {r.get('seed')}; commands: "
+          + "; ".join(f"`python {r[k]}`" for k in sorted(r) if k.startswith("command_")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", choices=["float", "qat", "export", "all"], default="all")
+    parser.add_argument("--stage", choices=["float", "qat", "export", "all", "report"], default="all")
     parser.add_argument("--preset", default="w4a3", choices=sorted(PRESETS))
     parser.add_argument("--float-epochs", type=int, default=20)
     parser.add_argument("--qat-epochs", type=int, default=5)
@@ -188,6 +214,9 @@ def main() -> None:
     parser.add_argument("--out", default="out/resnet20")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.stage == "report":
+        stage_report(args, None)
+        return
     start = time.time()
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
