@@ -1,4 +1,5 @@
-"""Reference networks: shapes, sizes, and that quantize_model plans and trains them (tiny widths)."""
+"""Reference networks: shapes, sizes, and that quantize_model plans them (strict: nothing left
+float, nothing the converter rejects) and trains them (tiny widths)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_resnet_quantizes_every_conv_and_quantizes_block_outputs_once():
     # The residual branch (conv → BN) enters the Add unquantized: the converter adds accumulators.
     assert plan.layers["s1b0_bn2"].output is None and plan.layers["s1b0_proj_bn"].output is None
     x, y = _data()
-    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x)
+    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x, strict=True)
     crossbars = [layer.name for layer in model.layers
                  if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)]
     assert sorted(k.layer.name for k in tfxbar.quantized_kernels(qmodel)) == sorted(crossbars)
@@ -71,7 +72,7 @@ def test_mobilenet_small_depthwise_is_quantized_with_codes_padded():
     assert plan.layers["b0_pw_relu"].output is not None
     assert plan.layers["b1_pad"].output is None
     x, y = _data()
-    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x)
+    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x, strict=True)
     assert {"b0_dw", "b1_dw"} <= {k.layer.name for k in tfxbar.quantized_kernels(qmodel)}
     _one_step(qmodel, x, y)
 
@@ -85,6 +86,6 @@ def test_mobilenet_v2_variant_adds_residuals_where_shapes_match():
     assert adds == ["b0_add", "b1_add"]
     assert model.get_layer("b0_expand_conv").output_shape[-1] == 16
     x, y = _data()
-    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x)
+    qmodel = tfxbar.quantize_model(model, "w4a3", calibration_data=x, strict=True)
     assert not tfxbar.plan_quantization(model, "w4a3").float_layers
     _one_step(qmodel, x, y)

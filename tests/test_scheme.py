@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
@@ -144,10 +147,14 @@ def test_separable_conv_is_split_into_depthwise_and_pointwise_with_the_same_func
     assert [layer.name for layer in split.layers[1:3]] == ["sep_depthwise", "sep"]
     np.testing.assert_allclose(split.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
     # quantize_model splits it too: both halves are crossbars, the pointwise reads codes.
-    quantized = tfxbar.quantize_model(model, "w8a8", calibration_data=x)
+    quantized = tfxbar.quantize_model(model, "w8a8", calibration_data=x, strict=True)
     assert [k.layer.name for k in tfxbar.quantized_kernels(quantized)] == ["sep_depthwise", "sep", "out"]
     outputs = {o.layer.name for o in tfxbar.quantized_outputs(quantized)}
     assert "quant_sep_depthwise" in outputs
+    # ... and it deploys: the program's top-1 is the quantized model's.
+    program = tfxbar.CrossbarConverter.from_keras_model(quantized).convert()
+    predicted = tfxbar.Interpreter(program).predict(program.quantize_input(x))
+    np.testing.assert_array_equal(predicted, np.argmax(quantized.predict(x, verbose=0), 1))
 
 
 def test_layer_specs_override_one_layer_and_unknown_names_fail():
@@ -297,3 +304,19 @@ def test_user_output_config_on_a_non_crossbar_layer_is_kept():
     outputs = {o.layer.name: o.quantizer for o in tfxbar.quantized_outputs(quantized)}
     assert outputs["quant_act"] == ClippedRound(5, step="fixed", init_step=0.1)
     assert any("already has" in note for note in scheme.plan.layers["out"].notes)
+
+
+def test_a2q_model_loads_after_import_tfxbar_alone(tmp_path):
+    # A fresh interpreter: in this one, tfxbar.check.a2q is already imported.
+    from tfxbar.check import A2QWeights
+
+    spec = {"dense": tfxbar.LayerSpec(A2QWeights(4, 12, 8), ClippedRound(8))}
+    model = tfxbar.quantize_model(tiny_cnn(), "w4a3", spec)
+    path = tmp_path / "a2q.keras"
+    model.save(path)
+    code = ("import tf_keras as keras, tfxbar; "
+            f"m = keras.models.load_model({str(path)!r}); "
+            "print(type(tfxbar.quantized_kernels(m)[1].quantizer).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("A2QWeights")

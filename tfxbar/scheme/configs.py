@@ -50,6 +50,12 @@ def _deserialize(config: Any) -> Any:
         return None
     name = config.get("registered_name") or config["class_name"]
     cls = keras.utils.get_registered_object(name)
+    if cls is None and name.startswith("tfxbar>"):
+        # tfxbar.check imports its Keras part (A2QWeights) lazily, so `import tfxbar` alone
+        # has not registered it yet.
+        import tfxbar.check.a2q  # noqa: F401
+
+        cls = keras.utils.get_registered_object(name)
     if cls is None:
         raise ValueError(f"unknown quantizer {name!r} in a saved tfxbar config: import tfxbar "
                          "(and the module defining it) before loading the model")
