@@ -65,6 +65,7 @@ def build_bases(folder: str) -> list[str]:
     """Save the base programs in `folder`; returns their paths."""
     import tf_keras as keras
     from check_toys import make_program
+    from graph_toys import depthwise, residual
 
     import tfxbar
 
@@ -84,6 +85,12 @@ def build_bases(folder: str) -> list[str]:
         program = tfxbar.CrossbarConverter(qmodel, config).convert()
         paths.append(os.path.join(folder, f"{preset}.xbar"))
         program.save(paths[-1])
+    for name, build in (("residual", residual), ("depthwise", depthwise)):   # graph ops (add, pad …)
+        keras.utils.set_random_seed(1)
+        qmodel = tfxbar.quantize_model(build((10, 10, 1)), "w4a3", calibration_data=x)
+        paths.append(os.path.join(folder, f"{name}.xbar"))
+        config = tfxbar.ConverterConfig(tile_rows=8, tile_cols=8)
+        tfxbar.CrossbarConverter(qmodel, config).convert().save(paths[-1])
     codes = rng.integers(-7, 8, (9, 5))
     make_program(codes, tile_rows=4, tile_cols=3).save(os.path.join(folder, "differential.xbar"))
     make_program(np.abs(codes), mapping="offset", offset_num=rng.integers(-3, 4, 5), offset_shift=1, pool=3,
