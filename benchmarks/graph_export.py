@@ -24,10 +24,11 @@ printed with the load average and the CPU's flags (AVX512-VNNI matters to TFLite
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import platform
+import pstats
 import statistics
-import subprocess
 import sys
 import time
 
@@ -39,18 +40,7 @@ import tfxbar
 from tfxbar import datasets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from interpreter_throughput import _run_tflite, _tflite, _tflite_model, _timed  # noqa: E402
-
-
-def _cpu_flags() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "lscpu unavailable"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    model, flags = fields.get("Model name", "?").strip(), fields.get("Flags", "").split()
-    wanted = [f for f in flags if f.startswith(("avx512", "avx2", "fma", "amx"))]
-    return f"{model}; flags: {' '.join(wanted)}"
+from interpreter_throughput import _run_tflite, _tflite, _tflite_model, cpu_flags, rotated_rounds  # noqa: E402
 
 
 def _models(args: argparse.Namespace,
@@ -89,12 +79,7 @@ def _benchmark(name: str, qmodel: keras.Model, float_model: keras.Model | None, 
         n = len(x_float) - len(x_float) % args.batch
         lite = _tflite(_tflite_model(float_model), args.batch, 2)
         runs["TFLite int8"] = (lambda: _run_tflite(lite, x_float[:n], args.batch), n)
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    names, load = list(runs), [os.getloadavg()[0]]
-    for r in range(args.rounds):
-        for key in names[r % len(names):] + names[:r % len(names)]:
-            rates[key].append(_timed(*runs[key]))
-        load.append(os.getloadavg()[0])
+    rates, load = rotated_rounds(runs, args.rounds)
     median = {k: statistics.median(v) for k, v in rates.items()}
     crossbars = [op for op in program.ops if op["kind"] == "crossbar"]
     tiles = sum(len(op["attrs"]["tiles"]) for op in crossbars)
@@ -108,6 +93,17 @@ def _benchmark(name: str, qmodel: keras.Model, float_model: keras.Model | None, 
     for key, rate in median.items():
         ratio = f"{rate / median['TFLite int8']:.2f}×" if "TFLite int8" in median else "–"
         print(f"| {key} | {rate:,.1f} | {ratio} |")
+    if args.profile:   # where ideal mode's time goes: share of each function's own time
+        profiler = cProfile.Profile()
+        one = tfxbar.Interpreter(program, workers=1)
+        profiler.enable()
+        one.run(codes)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        total = sum(row[2] for row in stats.stats.values())
+        top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:6]
+        print("ideal-mode profile (one worker): " + "; ".join(
+            f"{name} {row[2] / total:.0%}" for (_, _, name), row in top))
 
 
 def main() -> None:
@@ -117,12 +113,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=100, help="TFLite batch")
     parser.add_argument("--model", default=None, help="a saved tfxbar-quantized model (.keras) instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile ideal mode (one worker) and print the top functions")
     args = parser.parse_args()
 
     x_train, _ = datasets.load("cifar10", "train[:512]")
     x_test, _ = datasets.load("cifar10", "test")
     x_float = datasets.normalize(x_test[:args.limit]).astype(np.float32)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs visible, {_cpu_flags()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs visible, {cpu_flags()}")
     print(f"TF {tf.__version__}, numpy {np.__version__}, tfxbar {tfxbar.__version__}")
     for name, (qmodel, float_model) in _models(args, datasets.normalize(x_train)).items():
         _benchmark(name, qmodel, float_model, args, x_float, x_train[:64])

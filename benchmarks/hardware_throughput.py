@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 import numpy as np
@@ -31,22 +30,11 @@ import tf_keras as keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from interpreter_throughput import _run_tflite, _tflite, _tflite_model, _timed  # noqa: E402
+from interpreter_throughput import _run_tflite, _tflite, _tflite_model, cpu_flags, rotated_rounds  # noqa: E402
 
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
 from tfxbar.hardware import HardwareMode  # noqa: E402
-
-
-def _cpu() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu unavailable"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{fields.get('Model name', '?').strip()}, flags: {' '.join(wanted)}"
 
 
 def main() -> None:
@@ -82,17 +70,12 @@ def main() -> None:
     runs = {"Keras hardware mode": (lambda: qmodel.predict(xf_hw, batch_size=args.batch, verbose=0), n_hw),
             "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
             "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)}
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    names, load = list(runs), [os.getloadavg()[0]]
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            rates[name].append(_timed(*runs[name]))
-        load.append(os.getloadavg()[0])
+    rates, load = rotated_rounds(runs, args.rounds)
     hardware.remove()
     median = {k: statistics.median(v) for k, v in rates.items()}
     base = median["interpreter, modelled hardware"]
 
-    print(f"CPU: {_cpu()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
+    print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
     print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps} training steps; "
           f"{n_hw} test images in hardware mode: accuracy Keras {np.mean(keras_pred == y_hw):.4f}, "
           f"interpreter {np.mean(interp_pred == y_hw):.4f}, "

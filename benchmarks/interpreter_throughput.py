@@ -29,6 +29,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import time
 
 import numpy as np
@@ -75,6 +76,30 @@ def _timed(fn, n: int) -> float:  # noqa: ANN001
     start = time.perf_counter()
     fn()
     return n / (time.perf_counter() - start)
+
+
+def rotated_rounds(runs: dict, rounds: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Images/s of every ``name: (fn, images)`` over `rounds`, in an order rotated every round
+    (in a fixed order one slot ran ≈ 10 % slower than another), and the 1-min load averages."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names, load = list(runs), [os.getloadavg()[0]]
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(_timed(*runs[name]))
+        load.append(os.getloadavg()[0])
+    return rates, load
+
+
+def cpu_flags() -> str:
+    """The CPU model and the flags that matter to int8 and float kernels, from `lscpu`."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "lscpu unavailable"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{fields.get('Model name', '?').strip()}, flags: {' '.join(wanted) or '-'}"
 
 
 def main() -> None:
@@ -125,14 +150,8 @@ def main() -> None:
             "tfxbar ideal, 1 worker": (lambda: _single_threaded(lambda: one_worker.run(x_test, b)),
                                        len(x_test)),
             "TFLite int8, 1 thread": (lambda: _run_tflite(lite_one, x_float[:n], args.batch), n)}
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(args.rounds):
-        # Rotated order: in a fixed order the variant in one slot ran ≈ 10 % slower than in
-        # another (e.g. after the modelled run's large allocations), so all take every slot.
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            rates[name].append(_timed(*runs[name]))
-        load.append(os.getloadavg()[0])
+    rates, rounds_load = rotated_rounds(runs, args.rounds)
+    load += rounds_load
     median = {k: statistics.median(v) for k, v in rates.items()}
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
