@@ -83,6 +83,45 @@ def test_first_crossbar_accumulators_are_identical(models, bits: int, mode: str,
     np.testing.assert_array_equal(np.asarray(acc, np.int64).reshape(expected.shape), expected)
 
 
+@pytest.mark.parametrize("adc_bits,rows,dim", [(5, 8, 1), (6, 16, 1), (8, 8, 1), (5, 16, 8)])
+def test_linear_crossbars_equal_the_interpreter(models, adc_bits: int, rows: int, dim: int) -> None:
+    """Unit ADC steps: the one-GEMM shortcut (always, or after checking the cells) is exact;
+    calibrated on images `dim` times darker, the steps stay 1 but the test images clip the ADCs,
+    so the cells must send the crossbar down the modelled path."""
+    codes, x = pixel_codes(64)
+    program = _program(models["w4a3"], codes, adc_bits=adc_bits, tile_rows=rows,
+                       representative_data=codes[:64] // dim)
+    simulations = [c.simulation for c in HardwareMode(models["w4a3"], program=program).crossbars.values()]
+    assert any(s.linear for s in simulations)
+    if adc_bits < 8:   # some crossbar decides on its cells while running
+        assert any(s.linear and not s.always_linear for s in simulations)
+    top1, same, expected, got = _compare(models["w4a3"], program, codes, x)
+    assert top1 == 1.0 and same == 1.0
+    assert got == expected
+    assert (sum(s["adc_clips"] for s in got.values()) > 0) == (dim > 1)
+
+
+@pytest.mark.parametrize("mapping,cell_bits", [("differential", None), ("bit_sliced", 1), ("bit_sliced", 2)])
+def test_lane_packed_partial_sums_are_exact_at_their_bound(models, mapping: str,
+                                                           cell_bits: int | None) -> None:
+    """Every cell at its largest value and every bit-plane 1: each packed lane holds exactly its
+    bound, the worst case for carries between lanes."""
+    codes, _ = pixel_codes(32)
+    program = _program(models["w4a3"], codes, weight_mapping=mapping, cell_bits=cell_bits, tile_rows=16)
+    crossbar = next(iter(HardwareMode(models["w4a3"], program=program).crossbars.values()))
+    sim, layout = crossbar.simulation, crossbar.layout
+    assert sim.lanes > 1
+    top, largest = float(2 ** layout.slice_bits - 1), 0.0
+    for group in layout.groups:
+        cells = tf.fill([len(group.rows), len(layout.polarities) * layout.slices * layout.cols], top)
+        planes = tf.ones([5, len(group.rows)], sim.dtype)
+        expected = tf.matmul(planes, cells)
+        np.testing.assert_array_equal(sim._unpack(tf.matmul(planes, sim._pack(cells))).numpy(),  # noqa: SLF001
+                                      expected.numpy())
+        largest = max(largest, float(tf.reduce_max(expected)))
+    assert largest == layout.partial_bound()   # the lanes were filled to their bound
+
+
 @pytest.mark.parametrize("preset,mapping", [("w4a3", "differential"), ("w4a3", "bit_sliced"),
                                             ("w2a2-biased", "offset")])
 def test_cells_from_the_weights_equal_the_programs(models, preset: str, mapping: str) -> None:
@@ -173,3 +212,27 @@ def test_deployment_keeps_the_adc_steps_trained_against(models) -> None:
         np.testing.assert_array_equal(deployed.arrays[k], expected)
     with pytest.raises(ValueError, match="tile grid"):
         with_adc_steps(_program(models["w4a3"], codes, tile_rows=16), program)
+
+
+@pytest.mark.parametrize("channels,tile_rows,strides", [(5, 8, 1), (5, 16, 2), (32, 128, 1), (3, 27, 1)])
+def test_group_product_equals_the_patch_gemm(channels: int, tile_rows: int, strides: int) -> None:
+    """The windowed convolutions of a row group = its im2col rows times the matrix, for groups
+    that start and end inside a tap (partial channel ranges) and span kernel rows."""
+    from types import SimpleNamespace
+
+    from tfxbar.hardware.simulate import group_product, windows
+    from tfxbar.hardware.tiles import RowGroup
+
+    rng = np.random.default_rng(channels)
+    k = 9 * channels
+    layout = SimpleNamespace(layer_type="Conv2D", rows=k, attrs={"kernel": [3, 3], "strides": [strides] * 2})
+    x = rng.integers(0, 2, (2, 9, 9, channels)).astype(np.float32)
+    patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1, strides, strides, 1], [1, 1, 1, 1], "VALID")
+    patches = patches.numpy().reshape(-1, k)           # (kh, kw, C) order, as the program's rows
+    for first in range(0, k, tile_rows):
+        rows = np.arange(first, min(k, first + tile_rows))
+        group = RowGroup(rows, [], np.ones(4, bool), np.zeros((1, 1, 4), np.int64), None)
+        matrix = rng.integers(0, 8, (len(rows), 4)).astype(np.float32)
+        got = group_product(tf.constant(x), layout, group, tf.constant(matrix)).numpy()
+        np.testing.assert_array_equal(got, patches[:, rows] @ matrix)
+        assert sum(len(w.positions) for w in windows(rows, (3, 3), channels)) == len(rows)

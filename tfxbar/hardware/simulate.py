@@ -1,4 +1,4 @@
-"""docs/format.md §4.1 hardware semantics of one crossbar in TensorFlow, bit-exact.
+"""docs/format.md §4.1 hardware semantics of one crossbar in TensorFlow, bit-exact (docs/hardware_mode.md).
 
 Integers travel as float32 (float64 when a bound needs it) wherever every value is provably an
 exact integer there, as in the numpy interpreter: bit-planes and patches are codes below 2^24;
@@ -7,6 +7,19 @@ float32 (a power-of-two scaling plus a half that fits the significand). When the
 that no accumulator addition can overflow (`TileLayout.cannot_overflow`), the additions are
 summed at once in float (exact below 2^24 / 2^53); otherwise they run one by one in int64, in
 the file's order, saturating or wrapping after every addition and counting overflows.
+
+Two exact shortcuts cut the arithmetic (program cells only, not device conductances):
+
+- **Lane packing.** A tile column's partial sum of one polarity / slice lies in [0, bound]
+  (`TileLayout.partial_bound`), so b = bit_length(bound) bits hold it. F = ⌊mantissa / b⌋ of
+  the P·L cell matrices of a column ride in one float as c₀ + 2^b·c₁ + …; the GEMM is linear
+  and every sum is a non-negative integer below 2^(F·b), so it returns p₀ + 2^b·p₁ + … exactly,
+  and floors by powers of two cut the partial sums apart. F times fewer multiply-adds (a
+  differential 4-bit layer on 128-row tiles: b = 10, F = 2 in float32).
+- **Linear crossbars.** When every ADC step is 1 and no partial sum can pass the ADC's top
+  (checked on the current cells while tracing cannot know them), the ADC is the identity and
+  the shift-add of every DAC cycle, polarity and slice is the product with the signed weight
+  matrix: one GEMM on the codes, no bit-planes, no ADC.
 """
 
 from __future__ import annotations
@@ -18,10 +31,12 @@ import tensorflow as tf
 
 from tfxbar.hardware.tiles import RowGroup, TileLayout
 
-__all__ = ["Accumulator", "CrossbarSimulation", "dac_planes", "group_patches", "pad"]
+__all__ = ["Accumulator", "CrossbarSimulation", "Window", "dac_planes", "group_product", "pad", "windows"]
 
 _EXACT_ADC_FLOAT32 = 2 ** 22
 _EXACT_FLOAT32 = 2 ** 24
+_MANTISSA = {tf.float32: 24, tf.float64: 53}   # integers below 2^m are exact
+_MANTISSA_LIMIT = {dtype: 2 ** bits for dtype, bits in _MANTISSA.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,21 +95,73 @@ def _segments(rows: np.ndarray, channels: int) -> list[tuple[int, int, int]]:
     return [tuple(r) for r in runs]
 
 
-def group_patches(x: tf.Tensor, layout: TileLayout, group: RowGroup) -> tf.Tensor:
-    """Patch rows (…, r) of one row group: the group's own columns of im2col, cut from strided
-    windows of the padded NHWC input (no full im2col: a group needs r/K of it); Dense: a slice."""
+@dataclasses.dataclass
+class Window:
+    """A rectangle of kernel taps × a channel range inside one row group: one small convolution.
+
+    Attributes:
+        dy, dx: its first kernel row and column; h, w: its size in taps.
+        c0, c1: its channel range.
+        positions: where its patch rows, in (dy, dx, c) order, sit in the group's rows.
+    """
+
+    dy: int
+    dx: int
+    h: int
+    w: int
+    c0: int
+    c1: int
+    positions: list[int]
+
+
+def windows(rows: np.ndarray, kernel: tuple[int, int], channels: int) -> list[Window]:
+    """A Conv2D row group cut into rectangles of taps with one channel range each: runs of one
+    tap, merged along the kernel row, then across kernel rows (ascending patch rows throughout,
+    so each window's rows keep the group's order)."""
+    found: list[Window] = []
+    start = 0
+    for tap, c0, c1 in _segments(rows, channels):
+        dy, dx = divmod(tap, kernel[1])
+        span = list(range(start, start + c1 - c0))
+        start += c1 - c0
+        last = found[-1] if found else None
+        if last and (last.h, last.dy, last.dx + last.w, last.c0, last.c1) == (1, dy, dx, c0, c1):
+            last.w += 1
+            last.positions += span
+        else:
+            found.append(Window(dy, dx, 1, 1, c0, c1, span))
+    merged: list[Window] = []
+    for win in found:
+        last = merged[-1] if merged else None
+        if last and (last.dx, last.w, last.c0, last.c1) == (win.dx, win.w, win.c0, win.c1) \
+                and last.dy + last.h == win.dy:
+            last.h += 1
+            last.positions += win.positions
+        else:
+            merged.append(win)
+    return merged
+
+
+def group_product(x: tf.Tensor, layout: TileLayout, group: RowGroup, matrix: tf.Tensor) -> tf.Tensor:
+    """The GEMM of one row group's patch rows with `matrix` (r, W) → (…, W), without im2col:
+    Dense: a slice of the input; Conv2D: one VALID convolution of the padded NHWC input per
+    `windows` rectangle, summed (the partial sums of disjoint row sets; exact for integer sums
+    below the dtype's exact range, as every sum of non-negative cells is at most the whole)."""
     rows = group.rows
     if layout.layer_type == "Dense":
-        return x[:, int(rows[0]):int(rows[0]) + len(rows)] if group.contiguous else tf.gather(x, rows, axis=1)
+        x = x[:, int(rows[0]):int(rows[0]) + len(rows)] if group.contiguous else tf.gather(x, rows, axis=1)
+        return tf.matmul(x, matrix)
     (kh, kw), (sh, sw) = layout.attrs["kernel"], layout.attrs["strides"]
-    channels = layout.rows // (kh * kw)
     oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    parts = []
-    for tap, c0, c1 in _segments(rows, channels):
-        dy, dx = divmod(tap, kw)
-        parts.append(x[:, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw, c0:c1])
-    out = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
-    return tf.reshape(out, [-1, len(rows)])
+    out = None
+    for win in windows(rows, (kh, kw), layout.rows // (kh * kw)):
+        part = matrix if win.positions == list(range(len(rows))) else tf.gather(matrix, win.positions)
+        kernel = tf.reshape(part, [win.h, win.w, win.c1 - win.c0, matrix.shape[-1]])
+        bottom, right = win.dy + sh * (oh - 1) + win.h, win.dx + sw * (ow - 1) + win.w
+        crop = x[:, win.dy:bottom, win.dx:right, win.c0:win.c1]
+        y = tf.nn.conv2d(crop, kernel, [1, sh, sw, 1], "VALID")
+        out = y if out is None else out + y
+    return tf.reshape(out, [-1, matrix.shape[-1]])
 
 
 class CrossbarSimulation:
@@ -125,6 +192,15 @@ class CrossbarSimulation:
         self.sum_dtype = tf.float32 if max(acc.max(initial=0), ref, final) < _EXACT_FLOAT32 else tf.float64
         self.coef = [layout.coefficients(g) for g in layout.groups]
         self.inv_step = [2.0 ** -g.shift.reshape(-1) for g in layout.groups]
+        # Lane packing (module docstring): device conductances are real numbers, never packed.
+        matrices = len(layout.polarities) * layout.slices
+        self.lane_bits = max(1, bound.bit_length())
+        self.lanes = 1 if device else max(1, min(matrices, _MANTISSA[self.dtype] // self.lane_bits))
+        # Linear crossbar: unit ADC steps and no reference column; whether no partial sum can
+        # reach the ADC's top depends on the cells (`linear_cells`), unless no cells can.
+        self.linear = (not device and self.free and all(not g.shift.any() and g.ref_shift is None
+                                                         for g in layout.groups))
+        self.always_linear = self.linear and bound <= layout.top
 
     def cell_dtype(self) -> tf.DType:
         """The dtype the cell matrices must have."""
@@ -144,6 +220,74 @@ class CrossbarSimulation:
             ``(X (M, N), ADC clips, accumulator overflows)``: X as float64 exact integers when
             no addition can overflow, else int64; the counts as int64 scalars.
         """
+        if self.always_linear:
+            return self._linear(planes, cells)
+        if self.linear:
+            return tf.cond(self._linear_cells(cells), lambda: self._linear(planes, cells),
+                           lambda: self._modelled(planes, cells, offset_num))
+        return self._modelled(planes, cells, offset_num)
+
+    def _linear_cells(self, cells: list[tf.Tensor]) -> tf.Tensor:
+        """Whether no partial sum of these cells can pass the ADC's top (then the ADC is the identity)."""
+        most = tf.reduce_max(tf.stack([tf.reduce_max(tf.reduce_sum(c, axis=0)) for c in cells]))
+        return most * float(self.layout.plane_max.max(initial=0)) <= float(self.layout.top)
+
+    def _linear(self, planes: tf.Tensor, cells: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """X = codes · W with W = Σ sign · 2^(slice_bits·l) · cells: what unit-step ADCs that never
+        clip add up to, exactly (every |running sum| is within the ADC-output bound of `bounds`)."""
+        layout = self.layout
+        k, n = len(layout.polarities) * layout.slices, layout.cols
+        weights = np.concatenate([np.full(layout.slices, float(p)) for p in layout.polarities]) * \
+            np.tile(2.0 ** (layout.slice_bits * np.arange(layout.slices)), len(layout.polarities))
+        matrix = tf.zeros([layout.rows, n], self.sum_dtype)
+        for group, c in zip(layout.groups, cells, strict=True):
+            signed = tf.einsum("rkn,k->rn", tf.reshape(tf.cast(c, self.sum_dtype), [-1, k, n]),
+                               tf.constant(weights, self.sum_dtype))
+            matrix = tf.tensor_scatter_nd_add(matrix, tf.constant(group.rows[:, None]), signed)
+        cycles = layout.cycles
+        stacked = tf.reshape(tf.cast(planes, self.sum_dtype), [cycles, -1, *planes.shape[1:]])
+        codes = stacked[0]
+        for j in range(1, cycles):   # the codes again, from their bit-planes
+            codes += stacked[j] * float(2 ** (layout.dac_bits * j))
+        if layout.layer_type == "Conv2D":
+            (kh, kw), strides = layout.attrs["kernel"], layout.attrs["strides"]
+            acc = tf.nn.conv2d(codes, tf.reshape(matrix, [kh, kw, -1, n]), [1, *strides, 1], "VALID")
+            acc = tf.reshape(acc, [-1, n])
+        else:
+            acc = tf.matmul(codes, matrix)
+        # No reference column: nothing is subtracted (differential mapping, B = 0).
+        zero = tf.constant(0, tf.int64)
+        return tf.cast(acc, tf.float64) * float(2 ** layout.offset_shift), zero, zero
+
+    def _pack(self, cells: tf.Tensor) -> tf.Tensor:
+        """(r, P·L·N) cells → (r, Q·N): F consecutive matrices per float, 2^b apart."""
+        f, n = self.lanes, self.layout.cols
+        k = len(self.layout.polarities) * self.layout.slices
+        q = -(-k // f)
+        c = tf.reshape(cells, [-1, k, n])
+        if q * f > k:
+            c = tf.pad(c, [[0, 0], [0, q * f - k], [0, 0]])
+        weights = tf.constant((2.0 ** (self.lane_bits * np.arange(f)))[None, None, :, None], c.dtype)
+        return tf.reshape(tf.reduce_sum(tf.reshape(c, [-1, q, f, n]) * weights, axis=2), [-1, q * n])
+
+    def _unpack(self, packed: tf.Tensor) -> tf.Tensor:
+        """(M, Q·N) packed partial sums → (M, P·L·N), exactly (floors by powers of two)."""
+        f, n = self.lanes, self.layout.cols
+        k = len(self.layout.polarities) * self.layout.slices
+        y = tf.reshape(packed, [-1, -(-k // f), n])
+        lanes = []
+        for i in range(f - 1, 0, -1):
+            unit = float(2 ** (self.lane_bits * i))
+            high = tf.floor(y * (1.0 / unit))
+            lanes.append(high)
+            y = y - high * unit
+        lanes.append(y)
+        out = tf.reshape(tf.stack(lanes[::-1], axis=2), [tf.shape(packed)[0], -1])
+        return out[:, :k * n]
+
+    def _modelled(self, planes: tf.Tensor, cells: list[tf.Tensor],
+                  offset_num: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Every DAC cycle, ADC conversion and accumulator addition (module docstring)."""
         layout = self.layout
         cycles, n = layout.cycles, layout.cols
         planes = tf.cast(planes, self.dtype)
@@ -152,18 +296,21 @@ class CrossbarSimulation:
         top = float(layout.top)
         acc = total = tf.constant(0, self.sum_dtype if self.free else tf.int64)
         for g, group in enumerate(layout.groups):
-            whole = layout.layer_type == "Conv2D" and len(group.rows) == layout.rows and group.contiguous
-            if whole and group.ref_shift is None:
-                # One row block holds every patch row: a plain convolution, no patches at all.
-                (kh, kw), strides = layout.attrs["kernel"], layout.attrs["strides"]
-                kernel = tf.reshape(cells[g], [kh, kw, -1, cells[g].shape[-1]])
-                partial = tf.reshape(tf.nn.conv2d(planes, kernel, [1, *strides, 1], "VALID"),
-                                     [-1, cells[g].shape[-1]])
-                m = tf.shape(partial)[0] // cycles
-            else:
-                x = group_patches(planes, layout, group)           # (cycles·M, r)
-                m = tf.shape(x)[0] // cycles
-                partial = tf.matmul(x, cells[g])                   # (cycles·M, P·L·N)
+            matrix = self._pack(cells[g]) if self.lanes > 1 else cells[g]
+            reference = group.ref_shift is not None
+            ones_exact = int(layout.plane_max.max(initial=0)) * len(group.rows) < _MANTISSA_LIMIT[self.dtype]
+            if reference and ones_exact:   # Σx of the reference column: a column of ones, same GEMM
+                matrix = tf.concat([matrix, tf.ones([len(group.rows), 1], self.dtype)], axis=1)
+            partial = group_product(planes, layout, group, matrix)      # (cycles·M, Q·N [+ 1])
+            m = tf.shape(partial)[0] // cycles
+            if reference:
+                if ones_exact:
+                    sums, partial = tf.cast(partial[:, -1:], tf.float64), partial[:, :-1]
+                else:
+                    sums = group_product(tf.cast(planes, tf.float64), layout, group,
+                                         tf.ones([len(group.rows), 1], tf.float64))
+            if self.lanes > 1:
+                partial = self._unpack(partial)                          # (cycles·M, P·L·N)
             code = tf.floor(partial * tf.constant(self.inv_step[g], self.dtype) + 0.5)
             clips += tf.reduce_sum(tf.cast(code > top, tf.int64))
             code = tf.minimum(code, top)
@@ -180,9 +327,8 @@ class CrossbarSimulation:
                     for k in range(coef.shape[1]):
                         acc, count = self.accumulator.limit(acc + code[j, :, k] * coef[j, k])
                         overflows += count
-            if group.ref_shift is not None:
+            if reference:
                 shift = group.ref_shift
-                sums = tf.reduce_sum(tf.cast(x, tf.float64), axis=1, keepdims=True)
                 ref = tf.floor(sums * 2.0 ** -shift + 0.5)
                 clips += tf.reduce_sum(tf.cast(ref > top, tf.int64))
                 ref = tf.reshape(tf.minimum(ref, top) * 2.0 ** shift, [cycles, m, 1])
