@@ -8,7 +8,8 @@ skipped, so a subcommand is added by creating its module.
 Exit codes: 0 success; 1 the check found a violation (or ``run --min-accuracy`` was missed);
 2 usage or input error (bad arguments, unreadable or invalid files, conversion errors; also
 an unexpected internal error, reported in one line — TFXBAR_DEBUG=1 shows its traceback);
-130 interrupted. ``info``, ``check`` and ``run`` on a program file never import TensorFlow.
+130 interrupted. ``info``, ``check`` and ``run`` on a program file never import TensorFlow
+(``run --chips`` does, for the chips' random draws).
 """
 
 from __future__ import annotations

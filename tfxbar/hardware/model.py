@@ -15,7 +15,10 @@ What comes from where:
 - from the current weights, every step: the cell codes and the digital offset, by the converter's
   mapping (`tfxbar.hardware.cells`); unchanged weights give exactly the program's cells;
 - with `conductances` (one simulated chip): the device conductances of the program's cells,
-  drawn once — a chip is programmed once, so weights trained afterwards do not reach it.
+  drawn once — a chip is programmed once, so weights trained afterwards do not reach it;
+- with a `tfxbar.DeviceVariation` callback (its `CellNoise` hooks on the kernels' quantizers):
+  the cells from the weights plus that pass's device noise, per physical cell (every polarity
+  and slice), a fresh draw per training step — variation-aware and ADC-aware training at once.
 
 Gradients are straight-through (`tfxbar.hardware.ste`): the forward pass is the hardware's, the
 backward pass that of the ideal product, so ``fit`` trains against the ADCs and accumulator.
@@ -40,6 +43,7 @@ from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation, dac_planes
 from tfxbar.hardware.ste import straight_through
 from tfxbar.hardware.tiles import TileLayout
 from tfxbar.introspect import QuantizedKernel, quantized_kernels, quantized_outputs
+from tfxbar.variation.cells import CellNoise
 
 __all__ = ["HardwareCrossbar", "HardwareMode"]
 
@@ -100,6 +104,7 @@ class HardwareCrossbar:
         # Not for one-by-one accumulation: XLA takes minutes to compile its unrolled additions.
         free = self.simulation.free and self.device_simulation.free
         self._compiled = tf.function(self._simulate, jit_compile=free, reduce_retracing=True)
+        self._noisy = tf.function(self._simulate_noisy, jit_compile=free, reduce_retracing=True)
         self.attribute = "kernel"
         self.low = float(min(kernel.quantizer.levels))
         with tf.init_scope():   # counters outside any graph being traced; not model weights
@@ -145,16 +150,38 @@ class HardwareCrossbar:
         per_column = [tf.reshape(tf.broadcast_to(v, shape), [-1, n])[0] for v in (scale, offset)]
         return tf.reshape(codes, [-1, n]), per_column[0], per_column[1]
 
-    def accumulate(self, codes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def cell_noise(self, training: Any) -> CellNoise | None:
+        """The kernel's device-noise hook (`tfxbar.DeviceVariation`) if it acts on this pass."""
+        noise = self.kernel.quantizer.cell_noise
+        return noise if isinstance(noise, CellNoise) and noise.active(training) else None
+
+    def accumulate(self, codes: tf.Tensor,
+                   training: Any = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """The hardware accumulator X for integer input codes (as floats) of the layer's input shape.
 
         Returns:
             ``(X (patches, N) exact integers, ADC clips, accumulator overflows, patches)``.
         """
-        if self.use_fixed:
+        if self.use_fixed:   # a programmed chip already holds its device's conductances
             return self._compiled(codes, None, None)
         w, _, offset = self.parts()
-        return self._compiled(codes, w, offset)
+        noise = self.cell_noise(training)
+        if noise is None:
+            return self._compiled(codes, w, offset)
+        # The noise goes on the physical cells the ADCs read, drawn outside the XLA function
+        # (its random table windows would recompile it every step); the digital offset and the
+        # reference column stay exact, as on a simulated chip.
+        full, offset_num = weight_cells(self.layout, w, offset, int(self.low))
+        full = full + noise.cell_deltas(full, float(2 ** self.layout.slice_bits), bool(training))
+        cells = group_cells(self.layout, full, self.device_simulation.cell_dtype())
+        return self._noisy(codes, cells, offset_num)
+
+    def _simulate_noisy(self, codes: tf.Tensor, cells: list[tf.Tensor],
+                        offset_num: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        layout = self.layout
+        planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
+        acc, clips, overflows = self.device_simulation(planes, cells, offset_num)
+        return acc, clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
 
     def _simulate(self, codes: tf.Tensor, w: tf.Tensor | None,
                   offset: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -175,7 +202,7 @@ class HardwareCrossbar:
         layer, layout = self.layer, self.layout
         step = tf.cast(self.input_step(), tf.float32)
         codes = tf.round(tf.stop_gradient(inputs) / step)
-        acc, clips, overflows, count = self.accumulate(codes)
+        acc, clips, overflows, count = self.accumulate(codes, training)
         _, scale, _ = self.parts()
         # Real product = step_in · scale · 2^−f · X: exact X, one float32 rounding.
         a = tf.cast(step * scale, tf.float64) * 2.0 ** -layout.offset_shift

@@ -213,19 +213,20 @@ class CellNoise:
                  offset: tf.Tensor, training: Any) -> tf.Tensor:
         # A SavedModel (e.g. ModelCheckpoint mid-training) must hold the clean program, and
         # could not capture this state's untracked variables anyway.
-        if not (training or self.at_inference) or save_context.in_save_context():
+        if not self.active(training):
             return scale * (codes - offset)
         d_codes, d_offset = self.deltas(quantizer, codes, offset, bool(training))
         return scale * ((codes + tf.stop_gradient(d_codes)) - (offset + tf.stop_gradient(d_offset)))
 
     # -- the cell mapping --------------------------------------------------------------------
-    def deltas(self, quantizer: WeightQuantizer, codes: tf.Tensor, offset: tf.Tensor,
-               training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        """Code errors ``(Δc, Δb)`` in code units that the noisy cells add to codes and offset."""
-        c, b = tf.stop_gradient(codes), tf.stop_gradient(offset)
+    def active(self, training: Any) -> bool:
+        """Whether a pass with this `training` flag reads noisy cells (as `__call__` decides)."""
+        return bool(training or self.at_inference) and not save_context.in_save_context()
+
+    def _inputs(self, training: bool) -> _Inputs:
+        """The state's tensors for one pass: per-step draws in training (from the table if
+        there is one), else the chip's programming draws and per-read read noise (exact)."""
         s = self.state
-        params, strength = tf.convert_to_tensor(s.params), tf.convert_to_tensor(s.strength)
-        seed = tf.convert_to_tensor(s.seed)
         if training:
             counter = read_counter = tf.cast(tf.convert_to_tensor(s.step_counter), tf.int64)
         else:
@@ -233,12 +234,48 @@ class CellNoise:
             read_counter = counter * 2 ** 32 + tf.convert_to_tensor(s.reads)
         # Chips in evaluation always get exact Philox draws.
         table = tf.convert_to_tensor(s.table) if training and s.table is not None else None
+        return _Inputs(tf.convert_to_tensor(s.params), tf.convert_to_tensor(s.strength),
+                       tf.convert_to_tensor(s.seed), counter, read_counter, table)
+
+    def cell_deltas(self, cells: tf.Tensor, levels: float, training: bool) -> tf.Tensor:
+        """Read-back errors, in code units, of physical cells given one by one.
+
+        For the Keras hardware mode (`tfxbar.hardware`), whose ADCs see every cell of a
+        crossbar: cell (p, l) of a (K, P, L, N) tensor (polarity p, slice l) gets the streams of
+        cell group p·L + l of this kernel — the groups `deltas` gives the plus / minus cells and
+        slices of a kernel — with this pass's draws (a fresh draw per training step).
+
+        Arguments:
+            cells: non-negative cell codes (K, P, L, N), float32.
+            levels: levels of one physical cell (2^slice_bits of the program).
+            training: training pass (per-step draws) or inference (the state's chip and read).
+
+        Returns:
+            Δ of the cells' shape (no gradient).
+
+        Example:
+            >>> noisy = cells + noise.cell_deltas(cells, 8.0, training=True)
+        """
+        inputs = self._inputs(training)
+        polarities, slices = cells.shape[1], cells.shape[2]
+        planes = [[self._cell_delta(cells[:, p, k, :], float(levels), p * slices + k, inputs)
+                   for k in range(slices)] for p in range(polarities)]
+        return tf.stop_gradient(tf.stack([tf.stack(row, axis=1) for row in planes], axis=1))
+
+    def deltas(self, quantizer: WeightQuantizer, codes: tf.Tensor, offset: tf.Tensor,
+               training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """Code errors ``(Δc, Δb)`` in code units that the noisy cells add to codes and offset."""
+        c, b = tf.stop_gradient(codes), tf.stop_gradient(offset)
+        inputs = self._inputs(training)
+        params, strength, seed, counter, table = (inputs.params, inputs.strength, inputs.seed,
+                                                  inputs.counter, inputs.table)
+        s = self.state
         def run(*cache: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             if table is not None and self.jit_compile:
                 return self._fused_chain(quantizer, bool(cache))(c, b, params, strength, seed,
                                                                  counter, table, *cache)
             return self._chain(quantizer, c, b, _Inputs(params, strength, seed, counter,
-                                                        read_counter, table, False, *cache))
+                                                        inputs.read_counter, table, False, *cache))
 
         if table is None or s.exp_table is None or "lognormal_sigma" not in self.structure.components:
             return run()
