@@ -2,7 +2,9 @@
 
     TFXBAR_DATA_DIR=/work/shared/data python benchmarks/hardware_throughput.py
 
-`tfxbar.models.mnist_cnn()` quantized with ``w4a3`` (briefly trained, `--train-steps`), converted
+`tfxbar.models.mnist_cnn()` quantized with ``w4a3`` — trained, from `--model` (e.g. written by
+``examples/mnist_w4a3.py --save``), or else briefly trained here (`--train-steps`; a few steps
+leave BatchNorm's moving statistics unsettled, so that model's accuracy is near chance) — converted
 with 128 × 128 tiles, a 1-bit DAC and 6-bit calibrated ADCs — the "hardware, modelled" row of
 benchmarks/interpreter_throughput.py, where every DAC cycle, ADC conversion and accumulator step
 is modelled. Side by side in one run, interleaved over `--rounds` in a rotated order:
@@ -44,16 +46,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=250, help="TFLite and Keras batch")
     parser.add_argument("--train-steps", type=int, default=50)
+    parser.add_argument("--model", help="a trained tfxbar-quantized mnist_cnn() (.keras); "
+                                            "default: train briefly")
     args = parser.parse_args()
 
     x_test, y_test = datasets.load("mnist", "test")
     x_train, y_train = datasets.load("mnist", "train[:6400]")
     keras.utils.set_random_seed(0)
-    float_model = tfxbar.models.mnist_cnn()
-    qmodel = tfxbar.quantize_model(float_model, "w4a3", calibration_data=x_train[:512] / 255.0)
-    qmodel.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    steps = min(args.train_steps, len(x_train) // 64)
-    qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
+    float_model = tfxbar.models.mnist_cnn()   # TFLite's speed does not depend on the weights
+    if args.model:
+        tfxbar.register_keras_objects()
+        qmodel, steps = keras.models.load_model(args.model, compile=False), "trained"
+    else:
+        qmodel = tfxbar.quantize_model(float_model, "w4a3", calibration_data=x_train[:512] / 255.0)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        qmodel.compile(keras.optimizers.Adam(1e-3), loss)
+        steps = min(args.train_steps, len(x_train) // 64)
+        qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
+        steps = f"{steps} training steps"
     program = tfxbar.CrossbarConverter.from_keras_model(
         qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
     interpreter = tfxbar.Interpreter(program, "hardware")
@@ -76,7 +86,7 @@ def main() -> None:
     base = median["interpreter, modelled hardware"]
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
-    print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps} training steps; "
+    print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps}; "
           f"{n_hw} test images in hardware mode: accuracy Keras {np.mean(keras_pred == y_hw):.4f}, "
           f"interpreter {np.mean(interp_pred == y_hw):.4f}, "
           f"top-1 agreement {np.mean(keras_pred == interp_pred):.4f}")
