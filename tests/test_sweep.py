@@ -102,7 +102,8 @@ def test_ray_sweep_on_a_real_local_instance(files) -> None:
 def _settings(files: dict[str, str], **changes: object) -> dict:
     return {"model": files["model"], "data": files["data"], "trials": 2, "seed": 0, "representative": 16,
             "adc_range": "calibrated", "finetune_data": files["train"], "finetune_epochs": 1,
-            "finetune_steps": 2, "finetune_lr": 3e-3, "finetune_batch_size": 16, **changes}
+            "finetune_steps": 2, "finetune_lr": 3e-3, "finetune_batch_size": 16,
+            "finetune_batchnorm": "frozen", **changes}
 
 
 def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
@@ -124,11 +125,18 @@ def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
     shifts = [k for k in program.arrays if k.endswith("adc_shift")]
     assert shifts and all(np.array_equal(aware_program.arrays[k], program.arrays[k]) for k in shifts)
     assert fields == {**fields, "finetune_epochs": 1, "finetune_steps": 2, "finetune_lr": 3e-3,
-                      "finetune_batch_size": 16, "finetune_data": "t.npz", "finetune_seed": 0,
+                      "finetune_batch_size": 16, "finetune_batchnorm": "frozen", "finetune_data": "t.npz",
+                      "finetune_seed": 0,
                       "finetune_examples": 32}
     # Seeded: the same fine-tune again gives the same weights.
     again, _, _ = finetune("qat", program, config, settings)
     assert all(np.array_equal(a, b) for a, b in zip(qat.get_weights(), again.get_weights(), strict=True))
+    # Frozen batch norm keeps its moving statistics (inference mode in fit); "train" moves them.
+    moving = lambda m: [w.numpy() for w in m.weights if "moving_mean" in w.name]  # noqa: E731
+    trained_bn, _, _ = finetune("adc_aware", program, config, {**settings, "finetune_batchnorm": "train"})
+    assert moving(base)
+    assert all(np.array_equal(a, b) for a, b in zip(moving(base), moving(aware), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(moving(base), moving(trained_bn), strict=True))
 
 
 def test_finetune_axis_rows_record_settings_and_resume(files, monkeypatch) -> None:
@@ -211,6 +219,7 @@ def test_unknown_axes_are_refused() -> None:
     ({"finetune_lr": 0}, "finetune_lr must be a positive number"),
     ({"finetune_lr": "fast"}, "finetune_lr must be a positive number"),
     ({"finetune_epochs": 0}, "finetune_epochs must be a positive integer"),
+    ({"finetune_batchnorm": "moving"}, "finetune_batchnorm must be one of"),
     ({"finetune_steps": 2.5}, "finetune_steps must be a positive integer or null"),
     ({"finetune_batch_size": True}, "finetune_batch_size must be a positive integer"),
     ({"trials": -1}, "trials must be a positive integer"),

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["AXES", "FINETUNE_FIELDS", "FINETUNE_KINDS", "SweepConfig", "point_id"]
+__all__ = ["AXES", "FINETUNE_BATCHNORM", "FINETUNE_FIELDS", "FINETUNE_KINDS", "SweepConfig", "point_id"]
 
 #: Grid axes: converter options (`ConverterConfig` fields), the device σ of the chips and the
 #: fine-tune of the model before conversion.
@@ -23,7 +23,11 @@ FINETUNE_KINDS = ("none", "qat", "adc_aware")
 #: Config fields of the fine-tunes; every fine-tuned row records them (and a resumed sweep
 #: refuses a table whose fine-tuned rows were made with other values).
 FINETUNE_FIELDS = ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size",
-                   "finetune_data", "seed")
+                   "finetune_batchnorm", "finetune_data", "seed")
+
+#: Batch norm during fine-tunes: ``"frozen"`` (inference mode: moving statistics, fixed γ / β)
+#: or ``"train"`` (Keras' default: batch statistics, moving averages updated).
+FINETUNE_BATCHNORM = ("frozen", "train")
 
 
 def _key_value(value: Any) -> Any:
@@ -86,6 +90,11 @@ class SweepConfig:
             examples of `finetune_data`); None: all of them.
         finetune_lr: Adam learning rate of the fine-tunes.
         finetune_batch_size: fine-tune batch size.
+        finetune_batchnorm: ``"frozen"``: batch-norm layers run in inference mode while
+            fine-tuning, so the training forward pass is the deployed one (in hardware mode the
+            batch statistics of ADC-distorted partial sums differ from the moving averages a
+            short fine-tune leaves, and the trained weights then fit statistics the deployed
+            model does not use); ``"train"``: Keras' default.
 
     Raises:
         ValueError: a field is invalid; the message names it.
@@ -108,6 +117,7 @@ class SweepConfig:
     finetune_steps: int | None = None
     finetune_lr: float = 3e-4
     finetune_batch_size: int = 64
+    finetune_batchnorm: str = "frozen"
 
     def __post_init__(self) -> None:
         grids = self.grid if isinstance(self.grid, list) else [self.grid]
@@ -132,6 +142,9 @@ class SweepConfig:
         lr = self.finetune_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"sweep config field finetune_lr must be a positive number, got {lr!r}")
+        if self.finetune_batchnorm not in FINETUNE_BATCHNORM:
+            raise ValueError("sweep config field finetune_batchnorm must be one of "
+                             f"{list(FINETUNE_BATCHNORM)}, got {self.finetune_batchnorm!r}")
         if self.finetunes and not self.finetune_data:
             raise ValueError("sweep config field finetune_data is required when grid.finetune has "
                              "'qat' or 'adc_aware': an .npz with x (input codes) and y (labels) to train on")

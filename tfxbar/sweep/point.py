@@ -58,8 +58,10 @@ def finetune(kind: str, program: Any, config: Any,
     calibrated on the trained weights); ``"adc_aware"`` trains with `tfxbar.hardware.HardwareMode`
     of `program` installed (forward through the point's tiles, DACs, ADCs and accumulator,
     straight-through gradients) and deploys with the ADC steps it was trained against
-    (`tfxbar.hardware.with_adc_steps`). Seeded with ``settings["seed"]``: both kinds see the same
-    batches. The model is read from its file again, so the sweep's cached model is never changed.
+    (`tfxbar.hardware.with_adc_steps`). ``settings["finetune_batchnorm"]`` ``"frozen"`` runs
+    batch norm in inference mode while training (see `SweepConfig`). Seeded with
+    ``settings["seed"]``: both kinds see the same batches. The model is read from its file
+    again, so the sweep's cached model is never changed.
 
     Arguments:
         kind: ``"qat"`` or ``"adc_aware"``.
@@ -90,6 +92,13 @@ def finetune(kind: str, program: Any, config: Any,
     xf = x.astype(np.float32) * np.float32(program.header["input"]["scale"])
     keras.utils.set_random_seed(settings["seed"])   # the same shuffles for every point and kind
     model = _load_model(settings["model"])
+    if settings["finetune_batchnorm"] == "frozen":
+        # A BN layer that is not trainable runs in inference mode in fit: the training forward
+        # pass is then the deployed one (moving statistics), which ADC-aware training needs.
+        for layer in model.layers:
+            inner = getattr(layer, "layer", layer)   # inside a QuantizeWrapper
+            if isinstance(inner, keras.layers.BatchNormalization):
+                inner.trainable = False
     # tfxbar models end in logits (as tfxbar.models and the examples' training).
     model.compile(keras.optimizers.Adam(settings["finetune_lr"]),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -103,7 +112,8 @@ def finetune(kind: str, program: Any, config: Any,
     if kind == "adc_aware":
         deployed = with_adc_steps(deployed, program)
     fields = {k: settings[k]
-              for k in ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size")}
+              for k in ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size",
+                        "finetune_batchnorm")}
     fields.update(finetune_data=os.path.basename(settings["finetune_data"]), finetune_seed=settings["seed"],
                   finetune_examples=len(x), finetune_loss=float(history.history["loss"][-1]),
                   finetune_seconds=round(time.perf_counter() - start, 1))

@@ -90,7 +90,8 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
                 "representative": config.representative, "adc_range": config.adc_range,
                 "finetune_data": config.finetune_data, "finetune_epochs": config.finetune_epochs,
                 "finetune_steps": config.finetune_steps, "finetune_lr": config.finetune_lr,
-                "finetune_batch_size": config.finetune_batch_size}
+                "finetune_batch_size": config.finetune_batch_size,
+                "finetune_batchnorm": config.finetune_batchnorm}
     progbar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="point")
     if todo:
         if workers is None:
