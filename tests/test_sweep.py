@@ -207,6 +207,19 @@ def test_parquet_without_pyarrow_names_the_extra(monkeypatch, tmp_path) -> None:
         write_rows(str(tmp_path / "t.parquet"), [{"a": 1}])
 
 
+def test_cli_sweep_prints_the_front_of_a_grid_union(files, monkeypatch, capsys) -> None:
+    from tfxbar.cli import main
+
+    monkeypatch.setattr(sweep_run, "_local", lambda todo, settings, workers: (
+        {**p, "accuracy_hardware": p["adc_bits"] / 10, "energy_pj": 1e3 * p["adc_bits"]} for p in todo))
+    config = _config(files, "cli", [{"adc_bits": [3, 4]}, {"adc_bits": [5], "finetune": ["qat"]}],
+                     finetune_data="t.npz", plot=None)
+    assert main(["sweep", os.path.join(files["folder"], "cli.json")]) == 0
+    out = capsys.readouterr().out
+    assert "3 points in" in out and "adc_bits=5, finetune=qat" in out and "adc_bits=3, finetune=None" in out
+    assert len(read_rows(config.table)) == 3
+
+
 def test_unknown_axes_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown sweep axes"):
         SweepConfig("m", "d", {"adc_bitz": [4]})

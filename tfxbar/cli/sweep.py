@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(rows)} points in {config.table}" + (f", Pareto plot {config.plot}" if config.plot else ""))
     for row in pareto(rows):
         print(f"  Pareto: {float(row['accuracy_hardware']):.4f} at {float(row['energy_pj']) / 1e3:.1f} nJ "
-              f"({', '.join(f'{k}={row[k]}' for k in config.grid)})")
+              f"({', '.join(f'{k}={row.get(k)}' for k in config.axes)})")
     return EXIT_OK
