@@ -1,4 +1,5 @@
-"""Sweeps: grid, resumable CSV, Pareto plot; a process pool and a real local Ray instance."""
+"""Sweeps: grid, resumable CSV / Parquet, Pareto plot, the fine-tune axis; a process pool and a real
+local Ray instance."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from toys import toy_data
 
 import tfxbar
 from tfxbar.sweep import SweepConfig, pareto, sweep
+from tfxbar.sweep import point as sweep_point
 from tfxbar.sweep import run as sweep_run
-from tfxbar.sweep.point import evaluate_point
-from tfxbar.sweep.table import read_rows
+from tfxbar.sweep.point import evaluate_point, finetune
+from tfxbar.sweep.table import read_rows, write_rows
 
 
 @pytest.fixture(scope="module")
@@ -25,33 +27,43 @@ def files(tmp_path_factory) -> dict[str, str]:
     codes, _ = pixel_codes(48, seed=4)
     _, labels = toy_data(48, seed=4)
     np.savez(folder / "d.npz", x=codes, y=labels)
-    return {"model": str(folder / "m.keras"), "data": str(folder / "d.npz"), "folder": str(folder)}
+    train_codes, _ = pixel_codes(64, seed=5)
+    _, train_labels = toy_data(64, seed=5)
+    np.savez(folder / "t.npz", x=train_codes, y=train_labels)
+    # Crafted: every label 0, so a fine-tune on it visibly changes what the model predicts.
+    np.savez(folder / "zeros.npz", x=train_codes, y=np.zeros_like(train_labels))
+    return {"model": str(folder / "m.keras"), "data": str(folder / "d.npz"), "folder": str(folder),
+            "train": str(folder / "t.npz")}
 
 
-def _config(files: dict[str, str], name: str, grid: dict) -> SweepConfig:
+def _config(files: dict[str, str], name: str, grid: dict | list, table: str | None = None,
+            **fields: object) -> SweepConfig:
     path = os.path.join(files["folder"], f"{name}.json")
     with open(path, "w") as handle:
-        json.dump({"model": "m.keras", "data": "d.npz", "grid": grid, "table": f"{name}.csv",
-                   "plot": f"{name}.png", "trials": 2, "representative": 16}, handle)
+        json.dump({"model": "m.keras", "data": "d.npz", "grid": grid, "table": table or f"{name}.csv",
+                   "plot": f"{name}.png", "trials": 2, "representative": 16, **fields}, handle)
     return SweepConfig.load(path)
 
 
-def test_sweep_resumes_and_plots(files, monkeypatch) -> None:
-    calls = []
-
+def _in_process(monkeypatch, calls: list) -> None:  # noqa: ANN001
     def in_process(todo, settings, workers):  # noqa: ANN001, ANN202
         for point in todo:
             calls.append(point)
             yield evaluate_point(point, settings)
 
     monkeypatch.setattr(sweep_run, "_local", in_process)
+
+
+def test_sweep_resumes_and_plots(files, monkeypatch) -> None:
+    calls = []
+    _in_process(monkeypatch, calls)
     config = _config(files, "a", {"adc_bits": [3, 6], "dac_bits": [1], "sigma": [0.0, 0.5]})
     rows = sweep(config, verbose=0)
     assert len(rows) == 4 and len(calls) == 4
     assert os.path.getsize(config.plot) > 0
     for row in rows:
         assert 0 <= row["accuracy_chips_worst"] <= row["accuracy_chips_mean"] <= 1
-        assert row["tiles"] > 0 and row["energy_pj"] > 0 and row["accumulator_bits"] > 1
+        assert row["tiles"] > 0 and row["energy_pj"] > 0 and row["acc_bits_required"] > 1
     quiet = [r for r in rows if r["sigma"] == 0.0]
     assert all(r["accuracy_chips_mean"] == r["accuracy_hardware"] for r in quiet)
     # More ADC bits cost more ADC energy (same tiles and conversions).
@@ -75,15 +87,165 @@ def test_process_pool_sweep(files) -> None:
 
 def test_ray_sweep_on_a_real_local_instance(files) -> None:
     pytest.importorskip("ray")
-    config = _config(files, "c", {"adc_bits": [5]})
+    config = _config(files, "c", {"adc_bits": [5], "finetune": ["none", "qat"]}, finetune_data="t.npz",
+                     finetune_steps=1, finetune_batch_size=16)
     rows = sweep(config, address="local", verbose=0)
-    assert len(rows) == 1
-    expected = evaluate_point({"adc_bits": 5}, {"model": files["model"], "data": files["data"], "trials": 2,
-                                                "seed": 0, "representative": 16, "adc_range": "calibrated"})
-    assert rows[0] == expected   # seeded and exact: the cluster computes what this process does
+    assert len(rows) == 2
+    by_kind = {r["finetune"]: r for r in rows}
+    expected = evaluate_point({"adc_bits": 5, "finetune": "none"},
+                              {"model": files["model"], "data": files["data"], "trials": 2, "seed": 0,
+                               "representative": 16, "adc_range": "calibrated"})
+    assert by_kind["none"] == expected   # seeded and exact: the cluster computes what this process does
+    assert by_kind["qat"]["finetune_examples"] == 16 and by_kind["qat"]["finetune_data"] == "t.npz"
+
+
+def _settings(files: dict[str, str], **changes: object) -> dict:
+    return {"model": files["model"], "data": files["data"], "trials": 2, "seed": 0, "representative": 16,
+            "adc_range": "calibrated", "finetune_data": files["train"], "finetune_epochs": 1,
+            "finetune_steps": 2, "finetune_lr": 3e-3, "finetune_batch_size": 16,
+            "finetune_batchnorm": "frozen", **changes}
+
+
+def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
+    settings = _settings(files)
+    base, x, _ = sweep_point._setup(files["model"], files["data"])
+    before = [w.copy() for w in base.get_weights()]
+    config = tfxbar.ConverterConfig(dac_bits=8, adc_bits=3, adc_range="calibrated",
+                                    representative_data=x[:16])
+    program = tfxbar.CrossbarConverter(base, config).convert()
+    qat, qat_program, fields = finetune("qat", program, config, settings)
+    aware, aware_program, _ = finetune("adc_aware", program, config, settings)
+    # The cached model is untouched; both fine-tunes moved the weights, and differently (the
+    # ADC-aware one trained against 3-bit ADCs with the same batches).
+    assert all(np.array_equal(a, b) for a, b in zip(before, base.get_weights(), strict=True))
+    assert qat is not base and aware is not base
+    moved = lambda m: max(float(np.max(np.abs(a - b))) for a, b in zip(before, m.get_weights(), strict=True))  # noqa: E731
+    assert moved(qat) > 0 and moved(aware) > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(qat.get_weights(), aware.get_weights(), strict=True))
+    shifts = [k for k in program.arrays if k.endswith("adc_shift")]
+    assert shifts and all(np.array_equal(aware_program.arrays[k], program.arrays[k]) for k in shifts)
+    assert fields == {**fields, "finetune_epochs": 1, "finetune_steps": 2, "finetune_lr": 3e-3,
+                      "finetune_batch_size": 16, "finetune_batchnorm": "frozen", "finetune_data": "t.npz",
+                      "finetune_seed": 0,
+                      "finetune_examples": 32}
+    # Seeded: the same fine-tune again gives the same weights.
+    again, _, _ = finetune("qat", program, config, settings)
+    assert all(np.array_equal(a, b) for a, b in zip(qat.get_weights(), again.get_weights(), strict=True))
+    # Frozen batch norm keeps its moving statistics (inference mode in fit); "train" moves them.
+    moving = lambda m: [w.numpy() for w in m.weights if "moving_mean" in w.name]  # noqa: E731
+    trained_bn, _, _ = finetune("adc_aware", program, config, {**settings, "finetune_batchnorm": "train"})
+    assert moving(base)
+    assert all(np.array_equal(a, b) for a, b in zip(moving(base), moving(aware), strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(moving(base), moving(trained_bn), strict=True))
+
+
+def test_finetune_axis_rows_record_settings_and_resume(files, monkeypatch) -> None:
+    calls = []
+    _in_process(monkeypatch, calls)
+    # Crafted: fine-tuned on labels that are all 0 with a large step, the model predicts 0 for
+    # every image, so its accuracy is the share of label 0 (the untrained model's is not).
+    grid = {"adc_bits": [6], "dac_bits": [8], "finetune": ["none", "qat", "adc_aware"]}
+    config = _config(files, "f", grid, finetune_data="zeros.npz", finetune_steps=4,
+                     finetune_batch_size=16, finetune_lr=0.05, finetune_epochs=2)
+    rows = {r["finetune"]: r for r in sweep(config, verbose=0)}
+    with np.load(files["data"]) as data:
+        zeros = float(np.mean(data["y"] == 0))
+    assert len(calls) == 3 and set(rows) == {"none", "qat", "adc_aware"}
+    assert "finetune_lr" not in rows["none"]
+    for kind in ("qat", "adc_aware"):
+        assert rows[kind]["finetune_lr"] == 0.05 and rows[kind]["finetune_epochs"] == 2
+        assert rows[kind]["finetune_data"] == "zeros.npz" and rows[kind]["finetune_examples"] == 64
+        assert rows[kind]["accuracy_hardware"] == rows[kind]["accuracy_ideal"] == zeros
+    assert rows["none"]["accuracy_ideal"] != zeros and rows["none"]["accuracy_hardware"] != zeros
+    # Resume from the CSV: nothing again; a union of grids adds only its new point.
+    calls.clear()
+    assert len(sweep(config, verbose=0)) == 3 and not calls
+    union = _config(files, "f", [grid, {"adc_bits": [5], "dac_bits": [8], "finetune": ["none"]}],
+                    finetune_data="zeros.npz", finetune_steps=4, finetune_batch_size=16,
+                    finetune_lr=0.05, finetune_epochs=2)
+    assert len(sweep(union, verbose=0)) == 4 and calls == [{"adc_bits": 5, "dac_bits": 8, "finetune": "none"}]
+    # Other fine-tune settings over the same table: refused, naming the field.
+    other = _config(files, "f", grid, finetune_data="zeros.npz", finetune_steps=4, finetune_batch_size=16,
+                    finetune_lr=0.01, finetune_epochs=2)
+    with pytest.raises(ValueError, match="finetune_lr=0.05"):
+        sweep(other, verbose=0)
+
+
+def test_parquet_table_round_trip_and_resume(files, monkeypatch, tmp_path) -> None:
+    pytest.importorskip("pyarrow")
+    rows = [{"adc_bits": 3, "sigma": 0, "finetune": "none", "accuracy_hardware": 0.5},
+            {"adc_bits": 4, "sigma": 0.5, "finetune": "qat", "accuracy_hardware": 0.75, "finetune_lr": 3e-4}]
+    path = str(tmp_path / "t.parquet")
+    write_rows(path, rows)
+    back = read_rows(path)
+    assert [r["adc_bits"] for r in back] == [3, 4] and back[1]["finetune_lr"] == 3e-4
+    assert back[0]["finetune_lr"] is None and back[1]["accuracy_hardware"] == 0.75
+    with pytest.raises(ValueError, match="column 'mixed'"):
+        write_rows(str(tmp_path / "u.parquet"), [{"mixed": 1}, {"mixed": "a"}])
+    # A sweep resumes from it (σ 0 comes back as 0.0: still the same point).
+    calls = []
+    monkeypatch.setattr(sweep_run, "_local", lambda todo, settings, workers: (
+        calls.append(p) or {**p, "accuracy_hardware": 0.5, "energy_pj": 1.0} for p in todo))
+    config = _config(files, "p", {"adc_bits": [3, 4], "sigma": [0, 0.5]}, table="p.parquet", plot=None)
+    assert len(sweep(config, verbose=0)) == 4 and len(calls) == 4
+    assert len(sweep(config, verbose=0)) == 4 and len(calls) == 4
+    assert len(read_rows(config.table)) == 4
+
+
+def test_parquet_without_pyarrow_names_the_extra(monkeypatch, tmp_path) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if name.startswith("pyarrow"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with pytest.raises(ImportError, match=r"pip install 'tfxbar\[parquet\]'"):
+        write_rows(str(tmp_path / "t.parquet"), [{"a": 1}])
+
+
+def test_cli_sweep_prints_the_front_of_a_grid_union(files, monkeypatch, capsys) -> None:
+    from tfxbar.cli import main
+
+    monkeypatch.setattr(sweep_run, "_local", lambda todo, settings, workers: (
+        {**p, "accuracy_hardware": p["adc_bits"] / 10, "energy_pj": 1e3 * p["adc_bits"]} for p in todo))
+    config = _config(files, "cli", [{"adc_bits": [3, 4]}, {"adc_bits": [5], "finetune": ["qat"]}],
+                     finetune_data="t.npz", plot=None)
+    assert main(["sweep", os.path.join(files["folder"], "cli.json")]) == 0
+    out = capsys.readouterr().out
+    assert "3 points in" in out and "adc_bits=5, finetune=qat" in out and "adc_bits=3, finetune=None" in out
+    assert len(read_rows(config.table)) == 3
 
 
 def test_unknown_axes_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown sweep axes"):
         SweepConfig("m", "d", {"adc_bitz": [4]})
     assert tfxbar.sweep.AXES[0] == "adc_bits"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"grid": {"finetune": ["qat"]}}, "finetune_data is required"),
+    ({"grid": {"finetune": ["aware"]}}, "grid.finetune: unknown values"),
+    ({"finetune_lr": 0}, "finetune_lr must be a positive number"),
+    ({"finetune_lr": "fast"}, "finetune_lr must be a positive number"),
+    ({"finetune_epochs": 0}, "finetune_epochs must be a positive integer"),
+    ({"finetune_batchnorm": "moving"}, "finetune_batchnorm must be one of"),
+    ({"finetune_steps": 2.5}, "finetune_steps must be a positive integer or null"),
+    ({"finetune_batch_size": True}, "finetune_batch_size must be a positive integer"),
+    ({"trials": -1}, "trials must be a positive integer"),
+    ({"seed": "0"}, "seed must be a non-negative integer"),
+    ({"grid": []}, "field grid must be"),
+    ({"grid": {"adc_bits": []}}, "grid.adc_bits must be a non-empty list"),
+    ({"finetune_rate": 1e-3}, r"unknown fields \['finetune_rate'\]"),
+    ({"model": None, "data": None}, r"missing required fields \['model', 'data'\]"),
+])
+def test_bad_config_fields_are_named(tmp_path, fields: dict, message: str) -> None:
+    config = {"model": "m.keras", "data": "d.npz", "grid": {"adc_bits": [4]}, **fields}
+    config = {k: v for k, v in config.items() if v is not None}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        SweepConfig.load(path)

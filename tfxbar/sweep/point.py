@@ -1,29 +1,36 @@
-"""One design point: convert, run ideal / hardware / chips, cost (runs in a worker process)."""
+"""One design point: (fine-tune,) convert, run ideal / hardware / chips, cost (runs in a worker process)."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluate_point"]
+__all__ = ["evaluate_point", "finetune"]
 
 _CACHE: dict[str, Any] = {}
+_TRAIN_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _load_model(model_path: str) -> Any:
+    """A model read from its file (every call a new model)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # tf_keras, also on Ray workers
+    import tf_keras as keras
+
+    import tfxbar
+
+    # The worker imported tfxbar (this module) before tf_keras: register explicitly.
+    tfxbar.register_keras_objects()
+    return keras.models.load_model(model_path, compile=False)
 
 
 def _setup(model_path: str, data_path: str) -> tuple[Any, np.ndarray, np.ndarray]:
-    """The model and data, loaded once per worker process."""
+    """The model and data, loaded once per worker process (the model is never trained)."""
     key = f"{model_path}|{data_path}"
     if key not in _CACHE:
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # tf_keras, also on Ray workers
-        import tf_keras as keras
-
-        import tfxbar
-
-        # The worker imported tfxbar (this module) before tf_keras: register explicitly.
-        tfxbar.register_keras_objects()
-        model = keras.models.load_model(model_path, compile=False)
+        model = _load_model(model_path)
         with np.load(data_path) as data:
             x, y = data["x"], data["y"]
         _CACHE.clear()
@@ -31,27 +38,121 @@ def _setup(model_path: str, data_path: str) -> tuple[Any, np.ndarray, np.ndarray
     return _CACHE[key]
 
 
+def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-tune data, loaded once per worker process."""
+    if path not in _TRAIN_CACHE:
+        with np.load(path) as data:
+            if "x" not in data or "y" not in data:
+                raise ValueError(f"finetune_data {path}: needs arrays x (input codes) and y (labels), "
+                                 f"has {sorted(data.files)}")
+            _TRAIN_CACHE.clear()
+            _TRAIN_CACHE[path] = (data["x"], data["y"])
+    return _TRAIN_CACHE[path]
+
+
+def finetune(kind: str, program: Any, config: Any,
+             settings: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune a fresh copy of the sweep's model for one point and convert it for deployment.
+
+    ``"qat"`` trains with ideal crossbars and converts with the point's options (ADC steps
+    calibrated on the trained weights); ``"adc_aware"`` trains with `tfxbar.hardware.HardwareMode`
+    of `program` installed (forward through the point's tiles, DACs, ADCs and accumulator,
+    straight-through gradients) and deploys with the ADC steps it was trained against
+    (`tfxbar.hardware.with_adc_steps`). ``settings["finetune_batchnorm"]`` ``"frozen"`` runs
+    batch norm in inference mode while training (see `SweepConfig`). Seeded with
+    ``settings["seed"]``: both kinds see the same batches. The model is read from its file
+    again, so the sweep's cached model is never changed.
+
+    Arguments:
+        kind: ``"qat"`` or ``"adc_aware"``.
+        program: the point's program converted from the untrained model (its ADC steps).
+        config: the point's `ConverterConfig`.
+        settings: the sweep settings: ``model``, ``seed`` and the ``finetune_*`` fields of
+            `SweepConfig` (``finetune_data`` a path).
+
+    Returns:
+        ``(trained model, deployed program, row fields)``: the fields are the fine-tune's settings,
+        its final training loss and its wall time.
+
+    Example:
+        >>> tuned, deployed, fields = finetune("adc_aware", program, config, settings)
+    """
+    import tf_keras as keras
+
+    import tfxbar
+    from tfxbar.hardware import HardwareMode, with_adc_steps
+
+    if kind not in ("qat", "adc_aware"):
+        raise ValueError(f"finetune: unknown kind {kind!r}; use 'qat' or 'adc_aware'")
+    start = time.perf_counter()
+    x, y = _training_data(settings["finetune_data"])
+    if settings["finetune_steps"] is not None:
+        n = settings["finetune_steps"] * settings["finetune_batch_size"]
+        x, y = x[:n], y[:n]
+    xf = x.astype(np.float32) * np.float32(program.header["input"]["scale"])
+    keras.utils.set_random_seed(settings["seed"])   # the same shuffles for every point and kind
+    model = _load_model(settings["model"])
+    if settings["finetune_batchnorm"] == "frozen":
+        # A BN layer that is not trainable runs in inference mode in fit: the training forward
+        # pass is then the deployed one (moving statistics), which ADC-aware training needs.
+        for layer in model.layers:
+            inner = getattr(layer, "layer", layer)   # inside a QuantizeWrapper
+            if isinstance(inner, keras.layers.BatchNormalization):
+                inner.trainable = False
+    # tfxbar models end in logits (as tfxbar.models and the examples' training).
+    model.compile(keras.optimizers.Adam(settings["finetune_lr"]),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fit = {"batch_size": settings["finetune_batch_size"], "epochs": settings["finetune_epochs"], "verbose": 0}
+    if kind == "adc_aware":
+        with HardwareMode(model, program=program):
+            history = model.fit(xf, y, **fit)
+    else:
+        history = model.fit(xf, y, **fit)
+    deployed = tfxbar.CrossbarConverter(model, config).convert()
+    if kind == "adc_aware":
+        deployed = with_adc_steps(deployed, program)
+    fields = {k: settings[k]
+              for k in ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size",
+                        "finetune_batchnorm")}
+    fields.update(finetune_data=os.path.basename(settings["finetune_data"]), finetune_seed=settings["seed"],
+                  finetune_examples=len(x), finetune_loss=float(history.history["loss"][-1]),
+                  finetune_seconds=round(time.perf_counter() - start, 1))
+    return model, deployed, fields
+
+
 def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy (ideal, hardware, chips mean / worst), energy, tiles and accumulator bits of one point.
+    """Accuracy (ideal, hardware, chips mean / worst), energy, tiles and required accumulator bits
+    of one point.
+
+    With ``point["finetune"]`` ``"qat"`` or ``"adc_aware"`` the figures are those of a fresh copy
+    of the model fine-tuned for the point (`finetune`) and of its deployed program.
 
     Arguments:
         point: one grid point (`SweepConfig.points`).
-        settings: ``model``, ``data``, ``trials``, ``seed``, ``representative``, ``adc_range``.
+        settings: ``model``, ``data``, ``trials``, ``seed``, ``representative``, ``adc_range``
+            and, for fine-tunes, the ``finetune_*`` fields of `SweepConfig`.
 
     Returns:
-        The point's values and its results, one table row.
+        The point's values and its results, one table row (fine-tuned rows also hold the
+        fine-tune's settings, final loss and seconds).
+
+    Example:
+        >>> evaluate_point({"adc_bits": 4, "finetune": "qat"}, settings)["accuracy_hardware"]
     """
     import tfxbar
     from tfxbar.hardware import HardwareMode
 
     model, x, y = _setup(settings["model"], settings["data"])
-    options = {k: v for k, v in point.items() if k not in ("tile_size", "sigma")}
+    options = {k: v for k, v in point.items() if k not in ("tile_size", "sigma", "finetune")}
     if "tile_size" in point:
         options["tile_rows"] = options["tile_cols"] = int(point["tile_size"])
     if settings["adc_range"] != "lossless" and options.get("adc_bits") is not None:
         options["adc_range"] = settings["adc_range"]
     config = tfxbar.ConverterConfig(**options, representative_data=x[:settings["representative"]])
     program = tfxbar.CrossbarConverter(model, config).convert()
+    fields: dict[str, Any] = {}
+    if point.get("finetune", "none") != "none":
+        model, program, fields = finetune(point["finetune"], program, config, settings)
     scale = np.float32(program.header["input"]["scale"])
     xf = x.astype(np.float32) * scale
     ideal = float(np.mean(tfxbar.Interpreter(program).predict(x) == y))
@@ -69,5 +170,7 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     return {**point, "accuracy_ideal": ideal, "accuracy_hardware": hw, "accuracy_chips_mean": chips_mean,
             "accuracy_chips_worst": chips_worst, "energy_pj": float(sum(totals["energy_dense"].values())),
             "tiles": int(totals["tiles"]),
-            "accumulator_bits": max(op["attrs"]["acc_bits_required"] for op in program.ops
-                                    if op["kind"] == "crossbar")}
+            # Not "accumulator_bits": that is the axis (the hardware's width), this what the program needs.
+            "acc_bits_required": max(op["attrs"]["acc_bits_required"] for op in program.ops
+                                    if op["kind"] == "crossbar"),
+            **fields}

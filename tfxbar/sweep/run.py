@@ -10,7 +10,7 @@ from typing import Any
 
 from tfxbar.sweep.grid import SweepConfig, point_id
 from tfxbar.sweep.point import evaluate_point
-from tfxbar.sweep.table import plot_pareto, read_rows, write_rows
+from tfxbar.sweep.table import cell_value, plot_pareto, read_rows, write_rows
 
 __all__ = ["sweep"]
 
@@ -56,6 +56,9 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
           verbose: int = 1) -> list[dict[str, Any]]:
     """Evaluate every grid point not yet in ``config.table``; rows are written as points finish.
 
+    Points with a ``finetune`` of ``"qat"`` / ``"adc_aware"`` fine-tune a fresh copy of the model
+    first (`tfxbar.sweep.point.finetune`).
+
     Arguments:
         config: the `SweepConfig`.
         address: a Ray cluster address (``"auto"``, ``"ray://host:10001"``) or ``"local"`` for a
@@ -66,17 +69,29 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     Returns:
         Every row of the table (earlier ones included), in table order.
 
+    Raises:
+        ValueError: the table holds fine-tuned rows of this grid made with other fine-tune
+            settings (the message names the field).
+        ImportError: a ``.parquet`` table without pyarrow, or `address` without Ray.
+
     Example:
         >>> rows = tfxbar.sweep.sweep(SweepConfig.load("docs/sweeps/p4_mnist.json"))
     """
     import tf_keras as keras
 
     rows = read_rows(config.table)
-    axes = [a for a in config.grid]
-    done = {point_id({a: _parse(row.get(a)) for a in axes}) for row in rows}
-    todo = [p for p in config.points() if point_id(p) not in done]
+    axes = config.axes
+    keys = [point_id({a: cell_value(row.get(a)) for a in axes}, axes) for row in rows]
+    wanted = {point_id(p, axes) for p in config.points()}
+    _check_finetunes([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
+    done = set(keys)
+    todo = [p for p in config.points() if point_id(p, axes) not in done]
     settings = {"model": config.model, "data": config.data, "trials": config.trials, "seed": config.seed,
-                "representative": config.representative, "adc_range": config.adc_range}
+                "representative": config.representative, "adc_range": config.adc_range,
+                "finetune_data": config.finetune_data, "finetune_epochs": config.finetune_epochs,
+                "finetune_steps": config.finetune_steps, "finetune_lr": config.finetune_lr,
+                "finetune_batch_size": config.finetune_batch_size,
+                "finetune_batchnorm": config.finetune_batchnorm}
     progbar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="point")
     if todo:
         if workers is None:
@@ -91,15 +106,17 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     return rows
 
 
-def _parse(text: Any) -> Any:
-    """A CSV cell back to the JSON value the grid had (numbers, null, strings)."""
-    import json
-
-    if not isinstance(text, str):
-        return text
-    if text == "":
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def _check_finetunes(rows: list[dict[str, Any]], config: SweepConfig) -> None:
+    """Refuse to resume over fine-tuned rows made with other fine-tune settings (they would be
+    skipped as done, and the table would mix two recipes)."""
+    expected = config.finetune_settings()
+    for row in rows:
+        if cell_value(row.get("finetune")) in (None, "none"):
+            continue
+        for field, value in expected.items():
+            got = cell_value(row.get(field))
+            if got != value and str(got) != str(value):
+                point = {a: cell_value(row.get(a)) for a in config.axes}
+                raise ValueError(f"sweep table {config.table}: the row {point} was fine-tuned with "
+                                 f"{field}={got!r} but the config has {value!r}; give the sweep a new "
+                                 "table or delete those rows")
