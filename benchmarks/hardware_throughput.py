@@ -9,14 +9,18 @@ with 128 × 128 tiles, a 1-bit DAC and 6-bit calibrated ADCs — the "hardware, 
 benchmarks/interpreter_throughput.py, where every DAC cycle, ADC conversion and accumulator step
 is modelled. Side by side in one run, interleaved over `--rounds` in a rotated order:
 
-- Keras hardware mode: `tfxbar.hardware.HardwareMode` installed, ``model.predict`` (XLA-compiled
-  crossbars);
+- Keras hardware mode, native engine: `tfxbar.hardware.HardwareMode(engine="native")` installed,
+  ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc);
+- Keras hardware mode, TF engine: ``engine="tf"`` (XLA-compiled crossbars);
 - the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
+- the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
+  ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
   8-bit layers, without DAC cycles, ADCs or tiles.
 
-Prints the median images/s, the ratios, the top-1 agreement of the two hardware modes, the
-load average and the CPU flags (`lscpu`) that matter for int8 GEMMs (AVX512-VNNI).
+Each Keras row runs its own copy of the model (loaded from one file), so no mode is installed or
+removed between rounds. Prints the median images/s, the ratios, the top-1 agreement of the
+hardware modes, the load average and the CPU flags (`lscpu`) that matter for int8 GEMMs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -54,9 +59,10 @@ def main() -> None:
     x_train, y_train = datasets.load("mnist", "train[:6400]")
     keras.utils.set_random_seed(0)
     float_model = tfxbar.models.mnist_cnn()   # TFLite's speed does not depend on the weights
-    if args.model:
-        tfxbar.register_keras_objects()
-        qmodel, steps = keras.models.load_model(args.model, compile=False), "trained"
+    tfxbar.register_keras_objects()
+    path = args.model
+    if path:
+        steps = "trained"
     else:
         qmodel = tfxbar.quantize_model(float_model, "w4a3", calibration_data=x_train[:512] / 255.0)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -64,10 +70,15 @@ def main() -> None:
         steps = min(args.train_steps, len(x_train) // 64)
         qmodel.fit(x_train[:64 * steps] / 255.0, y_train[:64 * steps], batch_size=64, epochs=1, verbose=0)
         steps = f"{steps} training steps"
+        path = os.path.join(tempfile.mkdtemp(), "qmodel.keras")
+        qmodel.save(path)
+    copies = {name: keras.models.load_model(path, compile=False) for name in ("native", "tf", "ideal")}
     program = tfxbar.CrossbarConverter.from_keras_model(
-        qmodel, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
+        copies["ideal"], dac_bits=1, adc_bits=6, adc_range="calibrated",
+        representative_data=x_train[:256]).convert()
     interpreter = tfxbar.Interpreter(program, "hardware")
-    hardware = HardwareMode(qmodel, program=program).install()
+    modes = {engine: HardwareMode(copies[engine], program=program, engine=engine).install()
+             for engine in ("native", "tf")}
     lite = _tflite(_tflite_model(float_model), args.batch, 2)
 
     n_hw = args.hardware_limit - args.hardware_limit % args.batch   # one batch shape: one XLA compile
@@ -75,21 +86,32 @@ def main() -> None:
     xf_hw = (x_hw / 255.0).astype(np.float32)
     x_lite = (x_test[:args.limit] / 255.0).astype(np.float32)
     n_lite = len(x_lite) - len(x_lite) % args.batch
-    keras_pred = np.argmax(qmodel.predict(xf_hw, batch_size=args.batch, verbose=0), -1)   # also warms up
+    predicted = {engine: np.argmax(copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0), -1)
+                 for engine in ("native", "tf", "ideal")}   # also warms up
     interp_pred = interpreter.predict(x_hw)
-    runs = {"Keras hardware mode": (lambda: qmodel.predict(xf_hw, batch_size=args.batch, verbose=0), n_hw),
+
+    def keras_run(engine: str):  # noqa: ANN202
+        return lambda: copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0)
+
+    runs = {"Keras hardware mode, native engine": (keras_run("native"), n_hw),
+            "Keras hardware mode, TF/XLA engine": (keras_run("tf"), n_hw),
             "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
+            "Keras quantized model, no hardware mode (ceiling)": (keras_run("ideal"), n_hw),
             "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)}
     rates, load = rotated_rounds(runs, args.rounds)
-    hardware.remove()
+    for mode in modes.values():
+        mode.remove()
     median = {k: statistics.median(v) for k, v in rates.items()}
     base = median["interpreter, modelled hardware"]
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
+    engines = ("native", "tf")
+    accuracy = ", ".join(f"Keras {e} {np.mean(predicted[e] == y_hw):.4f}" for e in engines)
+    agreement = ", ".join(f"{e} {np.mean(predicted[e] == interp_pred):.4f}" for e in engines)
     print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps}; "
-          f"{n_hw} test images in hardware mode: accuracy Keras {np.mean(keras_pred == y_hw):.4f}, "
-          f"interpreter {np.mean(interp_pred == y_hw):.4f}, "
-          f"top-1 agreement {np.mean(keras_pred == interp_pred):.4f}")
+          f"{n_hw} test images in hardware mode: accuracy {accuracy}, "
+          f"interpreter {np.mean(interp_pred == y_hw):.4f}; top-1 agreement with the interpreter: "
+          f"{agreement}")
     print(f"load average (1 min) during the rounds: {min(load):.1f}–{max(load):.1f}")
     print(f"| engine | img/s (median of {args.rounds}) | vs interpreter (modelled) | vs TFLite int8 |")
     print("|---|---|---|---|")

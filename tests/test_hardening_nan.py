@@ -113,9 +113,18 @@ def test_evaluate_under_variation_refuses_empty_and_nan_data(qmodel: keras.Model
     x[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"x has 1 NaN/Inf value\(s\) \(first at index \[3, 1\]"):
         tfxbar.evaluate_under_variation(qmodel, (x, y), device, trials=1, verbose=0)
-    with pytest.raises(ValueError, match="output is NaN/Inf on chip 0"):
+    with pytest.raises(ValueError, match="batch 0 of the dataset has NaN/Inf values in x"):
         nan = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         tfxbar.evaluate_under_variation(qmodel, nan, device, trials=1, verbose=0)
+    x[3, 1] = 0.5
+    bias = next(w for w in qmodel.layers[-1].weights if "bias" in w.name)
+    clean = bias.numpy()
+    bias.assign(np.full_like(clean, np.nan))   # clean inputs, a NaN output (no clip after a bias)
+    try:
+        with pytest.raises(ValueError, match="output is NaN/Inf on chip 0"):
+            tfxbar.evaluate_under_variation(qmodel, (x, y), device, trials=1, verbose=0)
+    finally:
+        bias.assign(clean)
 
 
 def test_cli_export_loads_a_quantized_model(qmodel: keras.Model, tmp_path: Path) -> None:

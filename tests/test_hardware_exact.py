@@ -27,11 +27,13 @@ def _program(qmodel: keras.Model, codes: np.ndarray, **options) -> tfxbar.Progra
 
 
 def _compare(qmodel: keras.Model, program: tfxbar.Program, codes: np.ndarray, x: np.ndarray,
-             **mode) -> tuple[float, float, dict, dict]:  # noqa: ANN003
-    """(top-1 agreement, code agreement over every tapped layer, interpreter stats, Keras stats)."""
+             engine: str = "tf", **mode) -> tuple[float, float, dict, dict]:  # noqa: ANN003
+    """(top-1 agreement, code agreement over every tapped layer, interpreter stats, Keras stats);
+    with ``engine="native"`` some crossbar must run the native kernel."""
     interpreter = tfxbar.Interpreter(program, "hardware", **mode)
     logits, taps = interpreter.run(codes, taps=True)
-    with HardwareMode(qmodel, program=program, **mode) as hw:
+    with HardwareMode(qmodel, program=program, engine=engine, **mode) as hw:
+        assert (engine == "native") == any(c.simulation.uses_native for c in hw.crossbars.values())
         out = qmodel.predict(x, batch_size=64, verbose=0)
         stats = hw.stats()
         keras_codes = output_codes(qmodel, x, sorted(taps), batch_size=64)
@@ -40,14 +42,15 @@ def _compare(qmodel: keras.Model, program: tfxbar.Program, codes: np.ndarray, x:
     return float(np.mean(out.argmax(-1) == logits.argmax(-1))), same / total, interpreter.stats, stats
 
 
+@pytest.mark.parametrize("engine", ["tf", "native"])
 @pytest.mark.parametrize("preset,mapping,cell_bits,adc_bits", [
     ("w4a3", "differential", None, 3), ("w4a3", "bit_sliced", 1, 2), ("w2a2-biased", "offset", None, 3),
 ])
-def test_keras_hardware_mode_equals_the_interpreter(models, preset: str, mapping: str,
-                                                    cell_bits: int | None, adc_bits: int) -> None:
+def test_keras_hardware_mode_equals_the_interpreter(models, preset: str, mapping: str, cell_bits: int | None,
+                                                    adc_bits: int, engine: str) -> None:
     codes, x = pixel_codes(64)
     program = _program(models[preset], codes, weight_mapping=mapping, cell_bits=cell_bits, adc_bits=adc_bits)
-    top1, same, expected, got = _compare(models[preset], program, codes, x)
+    top1, same, expected, got = _compare(models[preset], program, codes, x, engine)
     assert top1 == 1.0
     assert same >= 0.9999
     assert got == expected
@@ -66,19 +69,24 @@ def test_narrow_accumulator_overflows_match(models, mode: str = "wrap") -> None:
     assert top1 == 1.0 and same >= 0.9999
 
 
-@pytest.mark.parametrize("bits,mode,rows", [(9, "saturate", 8), (9, "wrap", 8), (32, "saturate", 8),
-                                           (32, "saturate", 16)])
-def test_first_crossbar_accumulators_are_identical(models, bits: int, mode: str, rows: int) -> None:
+@pytest.mark.parametrize("bits,mode,rows,engine", [
+    (9, "saturate", 8, "tf"), (9, "wrap", 8, "tf"), (32, "saturate", 8, "tf"), (32, "saturate", 16, "tf"),
+    (32, "saturate", 8, "native"), (32, "saturate", 16, "native")])
+def test_first_crossbar_accumulators_are_identical(models, bits: int, mode: str, rows: int,
+                                                   engine: str) -> None:
     """The accumulator X itself, on the overflow-free float path (32) and the int64 path (9);
-    with 16-row tiles the whole 3 × 3 kernel is one row block (a plain convolution)."""
+    with 16-row tiles the whole 3 × 3 kernel is one row block (a plain convolution); the
+    native kernel on the overflow-free path."""
     codes, _ = pixel_codes(64)
     program = _program(models["w4a3"], codes, dac_bits=2, adc_bits=4, tile_rows=rows)
     interpreter = tfxbar.Interpreter(program, "hardware", accumulator_bits=bits, accumulator_mode=mode)
     expected = interpreter._crossbar(0, codes.astype(np.float32))  # noqa: SLF001
     assert bits > 9 or interpreter.stats[program.ops[0]["name"]]["acc_overflows"] > 0
-    hw = HardwareMode(models["w4a3"], program=program, accumulator_bits=bits, accumulator_mode=mode)
+    hw = HardwareMode(models["w4a3"], program=program, accumulator_bits=bits, accumulator_mode=mode,
+                      engine=engine)
     crossbar = hw.crossbars[program.ops[0]["name"]]
     assert crossbar.simulation.free == (bits == 32)
+    assert crossbar.simulation.uses_native == (engine == "native")
     acc, *_ = crossbar.accumulate(tf.constant(codes, tf.float32))
     np.testing.assert_array_equal(np.asarray(acc, np.int64).reshape(expected.shape), expected)
 

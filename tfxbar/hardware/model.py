@@ -27,6 +27,7 @@ backward pass that of the ideal product, so ``fit`` trains against the ADCs and 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from tfxbar.compat import require_tf_keras
 from tfxbar.export.config import ConverterConfig
 from tfxbar.export.converter import CrossbarConverter, _inbound
 from tfxbar.export.format import Program
+from tfxbar.hardware import native as native_kernel
 from tfxbar.hardware.cells import group_cells, weight_cells
 from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation, dac_planes, pad
 from tfxbar.hardware.ste import straight_through
@@ -88,12 +90,14 @@ class HardwareCrossbar:
         input_step: returns the real value of one input code.
         accumulator: the digital accumulator.
         fixed_cells: per row group, fixed (device) cell matrices; None: from the current weights.
+        native: the native kernel's op module (`tfxbar.hardware.native.load`) or None.
     """
 
     def __init__(self, layout: TileLayout, kernel: QuantizedKernel, input_step: Callable[[], tf.Tensor],
-                 accumulator: Accumulator, fixed_cells: list[np.ndarray] | None = None) -> None:
+                 accumulator: Accumulator, fixed_cells: list[np.ndarray] | None = None,
+                 native: ModuleType | None = None) -> None:
         self.layout, self.kernel, self.input_step = layout, kernel, input_step
-        self.simulation = CrossbarSimulation(layout, accumulator)
+        self.simulation = CrossbarSimulation(layout, accumulator, native=native)
         # Device cells are real numbers: their ADC also clamps at 0 (partial sums can be negative).
         self.device_simulation = CrossbarSimulation(layout, accumulator, device=True)
         self.fixed_cells: list[tf.Variable] | None = None
@@ -102,8 +106,12 @@ class HardwareCrossbar:
         # XLA fuses the ADC, shift-add and counters into the GEMMs' consumers (≈ 2.5× faster than
         # separate TF ops, docs/hardware_mode.md); every value is an exact integer in any order.
         # Not for one-by-one accumulation: XLA takes minutes to compile its unrolled additions.
+        # The native kernel is no XLA op: its function runs as a plain graph.
         free = self.simulation.free and self.device_simulation.free
-        self._compiled = tf.function(self._simulate, jit_compile=free, reduce_retracing=True)
+        self._compiled = tf.function(self._simulate, jit_compile=free and not self.simulation.uses_native,
+                                     reduce_retracing=True)
+        self._chip = tf.function(self._simulate, jit_compile=free, reduce_retracing=True)
+        self._native = tf.function(self._native_product, reduce_retracing=True)
         self._noisy = tf.function(self._simulate_noisy, jit_compile=free, reduce_retracing=True)
         self.attribute = "kernel"
         self.low = float(min(kernel.quantizer.levels))
@@ -163,7 +171,7 @@ class HardwareCrossbar:
             ``(X (patches, N) exact integers, ADC clips, accumulator overflows, patches)``.
         """
         if self.use_fixed:   # a programmed chip already holds its device's conductances
-            return self._compiled(codes, None, None)
+            return self._chip(codes, None, None)
         w, _, offset = self.parts()
         noise = self.cell_noise(training)
         if noise is None:
@@ -176,6 +184,13 @@ class HardwareCrossbar:
         cells = group_cells(self.layout, full, self.device_simulation.cell_dtype())
         return self._noisy(codes, cells, offset_num)
 
+    def _native_product(self, codes: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
+                        scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        full, offset_num = weight_cells(self.layout, w, offset, int(self.low))
+        cells = group_cells(self.layout, full, self.simulation.cell_dtype())
+        out, clips, overflows = self.simulation.from_codes(codes, cells, offset_num, scale)
+        return out, clips, overflows, tf.shape(out, out_type=tf.int64)[0]
+
     def _simulate_noisy(self, codes: tf.Tensor, cells: list[tf.Tensor],
                         offset_num: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         layout = self.layout
@@ -186,15 +201,19 @@ class HardwareCrossbar:
     def _simulate(self, codes: tf.Tensor, w: tf.Tensor | None,
                   offset: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         layout = self.layout
-        planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
         offset_num = None
         if w is None:
+            planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
             cells = [tf.convert_to_tensor(c) for c in self.fixed_cells]
             acc, clips, overflows = self.device_simulation(planes, cells)
         else:
             full, offset_num = weight_cells(layout, w, offset, int(self.low))
             cells = group_cells(layout, full, self.simulation.cell_dtype())
-            acc, clips, overflows = self.simulation(planes, cells, offset_num)
+            if self.simulation.uses_native:
+                acc, clips, overflows = self.simulation.from_codes(codes, cells, offset_num)
+            else:
+                planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
+                acc, clips, overflows = self.simulation(planes, cells, offset_num)
         return acc, clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
@@ -202,11 +221,15 @@ class HardwareCrossbar:
         layer, layout = self.layer, self.layout
         step = tf.cast(self.input_step(), tf.float32)
         codes = tf.round(tf.stop_gradient(inputs) / step)
-        acc, clips, overflows, count = self.accumulate(codes, training)
-        _, scale, _ = self.parts()
+        w, scale, offset = self.parts()
         # Real product = step_in · scale · 2^−f · X: exact X, one float32 rounding.
         a = tf.cast(step * scale, tf.float64) * 2.0 ** -layout.offset_shift
-        out = tf.cast(tf.cast(acc, tf.float64) * a[None, :], tf.float32)
+        if self.simulation.uses_native and not self.use_fixed and self.cell_noise(training) is None:
+            # The kernel writes the real product itself (no float64 X through memory).
+            out, clips, overflows, count = self._native(codes, w, offset, a)
+        else:
+            acc, clips, overflows, count = self.accumulate(codes, training)
+            out = tf.cast(tf.cast(acc, tf.float64) * a[None, :], tf.float32)
         if layout.layer_type == "Conv2D":
             (kh, kw), (sh, sw), (pt, pb, pl, pr) = (layout.attrs[k] for k in ("kernel", "strides", "pads"))
             oh = (inputs.shape[1] + pt + pb - kh) // sh + 1
@@ -242,6 +265,10 @@ class HardwareMode:
         accumulator_mode: ``"saturate"`` or ``"wrap"`` (default: the program's).
         conductances: one chip: ``(layer, tile, cells) -> float array`` of the cells' shape in
             code steps, as `tfxbar.Interpreter` takes it; drawn once for the program's cells.
+        engine: ``"auto"`` (default, or ``$TFXBAR_ENGINE``): the fused native CPU kernel
+            (`tfxbar.hardware.native`, built on first use) for program cells wherever it applies,
+            else the TF/XLA formulation; ``"native"``: the same, but fail if it cannot be built;
+            ``"tf"``: TF/XLA only. Both compute the same integers.
 
     Raises:
         ValueError: a crossbar op has no quantized layer of its name in `model`, or an argument
@@ -258,8 +285,10 @@ class HardwareMode:
     def __init__(self, model: keras.Model, config: ConverterConfig | None = None, *,
                  program: Program | None = None, accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
-                 conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> None:
+                 conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
+                 engine: str | None = None) -> None:
         require_tf_keras(model)
+        native = native_kernel.load(engine)
         self.model = model
         self.program = program if program is not None else CrossbarConverter(model, config).convert()
         options = self.program.header["options"]
@@ -276,7 +305,7 @@ class HardwareMode:
                                  "in the model; pass the program converted from this model")
             layout = TileLayout(op, self.program.op_arrays(index))
             self.crossbars[op["name"]] = HardwareCrossbar(layout, kernel, _input_step(model, kernel.wrapper),
-                                                          self.accumulator)
+                                                          self.accumulator, native=native)
         self.installed = False
         self.set_chip(conductances)
 

@@ -20,11 +20,16 @@ Two exact shortcuts cut the arithmetic (program cells only, not device conductan
   (checked on the current cells while tracing cannot know them), the ADC is the identity and
   the shift-add of every DAC cycle, polarity and slice is the product with the signed weight
   matrix: one GEMM on the codes, no bit-planes, no ADC.
+
+With the native kernel (`tfxbar.hardware.native`) the program-cell, overflow-free case instead
+runs `crossbar_kernel.cc` on the input codes (`CrossbarSimulation.from_codes`): the same
+integers, fused per patch, without the GEMM outputs' round trip through memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from types import ModuleType
 
 import numpy as np
 import tensorflow as tf
@@ -173,6 +178,9 @@ class CrossbarSimulation:
         device: True when the cells are device conductances (real numbers): partial sums are
             then real, the ADC also clamps at 0, and the ADC runs in float32 (rounding at the
             ADC's half-step boundaries may differ from the interpreter's float64 in the last bit).
+        native: the native kernel's op module (`tfxbar.hardware.native.load`) or None. Used
+            (`uses_native`) for program cells when no accumulator addition can overflow and
+            every partial sum fits int32; otherwise the TF formulation runs.
 
     Example:
         >>> sim = CrossbarSimulation(layout, Accumulator(32, "saturate"))
@@ -180,7 +188,8 @@ class CrossbarSimulation:
         ...                                                for g in layout.groups])
     """
 
-    def __init__(self, layout: TileLayout, accumulator: Accumulator, device: bool = False) -> None:
+    def __init__(self, layout: TileLayout, accumulator: Accumulator, device: bool = False,
+                 native: ModuleType | None = None) -> None:
         self.layout, self.accumulator, self.device = layout, accumulator, bool(device)
         bound = layout.partial_bound()
         self.dtype = tf.float32 if device or bound < _EXACT_ADC_FLOAT32 else tf.float64
@@ -201,6 +210,54 @@ class CrossbarSimulation:
         self.linear = (not device and self.free and all(not g.shift.any() and g.ref_shift is None
                                                          for g in layout.groups))
         self.always_linear = self.linear and bound <= layout.top
+        # An always-linear crossbar is one GEMM on the codes: XLA does that well already.
+        self.native = native if (native is not None and not device and self.free and not self.always_linear
+                                 and bound < 2 ** 31 and layout.dac_bits <= 8) else None
+        if self.native is not None:
+            groups = layout.groups
+            self._tables = dict(
+                rows=np.concatenate([g.rows for g in groups]).astype(np.int32),
+                group_sizes=np.array([len(g.rows) for g in groups], np.int32),
+                shift=np.stack([g.shift.reshape(-1) for g in groups]).astype(np.int32),
+                coef=np.stack([c.reshape(layout.cycles, -1) for c in self.coef]).astype(np.int64),
+                ref_shift=np.array([-1 if g.ref_shift is None else g.ref_shift for g in groups], np.int32))
+            conv = layout.layer_type == "Conv2D"
+            self._attrs = dict(conv=conv, dac_bits=layout.dac_bits, cycles=layout.cycles, top=layout.top,
+                               cols=layout.cols)
+            if conv:
+                self._attrs.update(kernel=list(layout.attrs["kernel"]), strides=list(layout.attrs["strides"]),
+                                   pads=list(layout.attrs["pads"]))
+
+    @property
+    def uses_native(self) -> bool:
+        """Whether `from_codes` runs the native kernel (else the bit-planes go to `__call__`)."""
+        return self.native is not None
+
+    def from_codes(self, codes: tf.Tensor, cells: list[tf.Tensor], offset_num: tf.Tensor | None = None,
+                   scale: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`__call__`'s result from the layer's unpadded input codes, by the native kernel.
+
+        Arguments:
+            codes: the integer input codes as float32, (B, H, W, C) or (B, K).
+            cells: per row group, its (r, P·L·N) program cell matrix in `cell_dtype()`.
+            offset_num: as in `__call__`.
+            scale: (N,) float64 real value of one unit of X: then the first result is
+                ``float32(X · scale)``, computed in the kernel by the same float64 operations.
+
+        Returns:
+            ``(X (M, N) float64, or the real product float32, ADC clips, 0 overflows)``.
+        """
+        layout = self.layout
+        stacked = tf.concat(cells, axis=0) if len(cells) > 1 else cells[0]
+        b = tf.constant(layout.offset_num.astype(np.float64)) if offset_num is None else offset_num
+        # Forward only: ADC-aware training differentiates the ideal product (`straight_through`).
+        unit = tf.zeros([0], tf.float64) if scale is None else tf.stop_gradient(tf.cast(scale, tf.float64))
+        out, clips = self.native.tfxbar_crossbar(
+            codes=tf.stop_gradient(tf.cast(codes, tf.float32)), cells=tf.stop_gradient(stacked),
+            **{k: tf.constant(v) for k, v in self._tables.items()},
+            offset_num=tf.stop_gradient(tf.cast(b, tf.float64)), scale=unit,
+            Tout=tf.float64 if scale is None else tf.float32, offset_shift=layout.offset_shift, **self._attrs)
+        return out, clips, tf.constant(0, tf.int64)
 
     def cell_dtype(self) -> tf.DType:
         """The dtype the cell matrices must have."""

@@ -68,7 +68,7 @@ class _Evaluator:
         self.state = VariationState(device)
         self.step = tf.function(self._step, reduce_retracing=True)
 
-    def _step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _step(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         self.state.reads.assign_add(1)  # a new read of the same chip for every batch
         pred = self.model(x, training=False)
         if pred.shape.rank is None or pred.shape[-1] in (None, 1):
@@ -79,8 +79,11 @@ class _Evaluator:
         labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
         hits = tf.equal(tf.argmax(tf.reshape(pred, [-1, pred.shape[-1]]), axis=-1), labels)
         # A NaN output's argmax is class 0: an accuracy would come out of NaN inputs or weights.
+        # Inputs are checked themselves: clipping ops may turn a NaN into a number (whether
+        # max(NaN, 0) is NaN depends on the CPU kernel), so a NaN input need not reach the output.
+        finite_x = tf.reduce_all(tf.math.is_finite(tf.cast(x, tf.float32)))
         finite = tf.reduce_all(tf.math.is_finite(tf.cast(pred, tf.float32)))
-        return tf.reduce_sum(tf.cast(hits, tf.int64)), tf.size(labels, out_type=tf.int64), finite
+        return tf.reduce_sum(tf.cast(hits, tf.int64)), tf.size(labels, out_type=tf.int64), finite_x, finite
 
 
 _EVALUATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -171,8 +174,11 @@ def evaluate_under_variation(model: keras.Model, dataset: Any, device: DeviceMod
             ev.state.chip.assign(trial)
             ev.state.reads.assign(0)
             hits, total = 0, 0
-            for x, y in data:
-                h, n, finite = ev.step(x, y)
+            for batch, (x, y) in enumerate(data):
+                h, n, finite_x, finite = ev.step(x, y)
+                if not bool(finite_x):
+                    raise ValueError(f"evaluate_under_variation: batch {batch} of the dataset has NaN/Inf "
+                                     "values in x; drop or replace those examples")
                 if not bool(finite):
                     raise ValueError(f"evaluate_under_variation: the model's output is NaN/Inf on chip "
                                      f"{trial}: NaN/Inf in the dataset or the weights")

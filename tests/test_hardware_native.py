@@ -1,0 +1,173 @@
+"""The native hardware-mode kernel (tfxbar/hardware/crossbar_kernel.cc): the same integers as the
+TF/XLA path and the interpreter where the mapping tests do not reach (graphs with strides and
+asymmetric padding, multi-bit DAC planes, int32 partial sums, several column blocks), its
+refusals, and how it is built and cached."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from export_toys import pixel_codes, trained
+from graph_toys import residual
+from toys import toy_data
+
+import tfxbar
+from tfxbar.hardware import HardwareMode, native
+from tfxbar.hardware.simulate import dac_planes
+from tfxbar.introspect import output_codes
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, keras.Model]:
+    x, y = toy_data(256)
+    mlp = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, name="stem"),
+                            keras.layers.BatchNormalization(), keras.layers.ReLU(), keras.layers.Flatten(),
+                            keras.layers.Dense(160, activation="relu", name="wide"),
+                            keras.layers.Dense(4, name="logits")])
+    return {"residual": trained("w4a3", residual(), x, y, epochs=1),
+            "mlp": trained("w4a3", mlp, x, y, epochs=1)}
+
+
+def _same_everywhere(qmodel: keras.Model, program: tfxbar.Program, codes: np.ndarray, x: np.ndarray) -> None:
+    """Native = TF path on every crossbar's X, and = the interpreter on top-1, codes and counters."""
+    logits, taps = (interpreter := tfxbar.Interpreter(program, "hardware")).run(codes, taps=True)
+    fast, slow = HardwareMode(qmodel, program=program, engine="native"), \
+        HardwareMode(qmodel, program=program, engine="tf")
+    assert any(c.simulation.uses_native for c in fast.crossbars.values())
+    with fast:
+        out = qmodel.predict(x, batch_size=32, verbose=0)
+        stats = fast.stats()
+        got_codes = output_codes(qmodel, x, sorted(taps), batch_size=32)
+    assert np.mean(out.argmax(-1) == logits.argmax(-1)) == 1.0
+    same = sum(int(np.sum(got_codes[k].reshape(v.shape) == v)) for k, v in taps.items())
+    assert same / sum(v.size for v in taps.values()) >= 0.9999
+    assert stats == interpreter.stats
+    # X itself, crossbar by crossbar, on the codes each receives (the native kernel's
+    # unscaled output against the TF formulation's).
+    for name, crossbar in fast.crossbars.items():
+        if not crossbar.simulation.uses_native:
+            continue
+        codes_in = _input_codes(fast, qmodel, x, name)
+        w, _, offset = crossbar.parts()
+        got = crossbar._compiled(codes_in, w, offset)[0]  # noqa: SLF001
+        want = slow.crossbars[name]._compiled(codes_in, w, offset)[0]  # noqa: SLF001
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
+
+
+def _input_codes(hw: HardwareMode, qmodel: keras.Model, x: np.ndarray, name: str) -> tf.Tensor:
+    crossbar, seen = hw.crossbars[name], {}
+    original = crossbar.layer.call
+
+    def spy(inputs, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        step = tf.cast(crossbar.input_step(), tf.float32)
+        seen["codes"] = tf.round(inputs / step)
+        return original(inputs, *args, **kwargs)
+
+    with hw:
+        crossbar.layer.call = spy
+        qmodel(x, training=False)
+        crossbar.layer.call = original
+    return seen["codes"]
+
+
+@pytest.mark.parametrize("dac_bits,adc_bits", [(1, 3), (8, 4)])
+def test_graph_with_strides_and_projections(models, dac_bits: int, adc_bits: int) -> None:
+    """ResNet blocks: stride-2 3×3 convolutions ('same' padding, asymmetric pads on even
+    inputs), a 1×1 stride-2 projection, residual adds; 1-bit and 8-bit DAC planes."""
+    codes, x = pixel_codes(48)
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        models["residual"], tile_rows=16, tile_cols=8, dac_bits=dac_bits, adc_bits=adc_bits,
+        adc_range="calibrated", representative_data=codes[:32]).convert()
+    _same_everywhere(models["residual"], program, codes, x)
+
+
+@pytest.mark.parametrize("mapping,cell_bits,dac_bits,tile_rows", [
+    ("differential", None, 1, 64),    # 160 columns × 2 polarities: two column blocks of int16
+    ("bit_sliced", 2, 1, 64),         # 640 cell columns
+    ("differential", None, 8, 128),   # 8-bit planes × 128 rows × 7: partial sums need int32
+])
+def test_wide_layers_and_int32_partial_sums(models, mapping: str, cell_bits: int | None, dac_bits: int,
+                                            tile_rows: int) -> None:
+    codes, x = pixel_codes(48)
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        models["mlp"], tile_rows=tile_rows, tile_cols=256, weight_mapping=mapping, cell_bits=cell_bits,
+        dac_bits=dac_bits, adc_bits=4, adc_range="calibrated", representative_data=codes[:32]).convert()
+    _same_everywhere(models["mlp"], program, codes, x)
+
+
+def test_partial_sums_at_their_bound(models) -> None:
+    """Every input code at its largest value (every plane bit 1) and the cells at their largest:
+    each partial sum reaches the layout's bound, the int16/int32 limit cases."""
+    codes, _ = pixel_codes(32)
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        models["mlp"], tile_rows=64, tile_cols=256, dac_bits=1, adc_bits=5, adc_range="calibrated",
+        representative_data=codes).convert()
+    fast = HardwareMode(models["mlp"], program=program, engine="native").crossbars["wide"]
+    slow = HardwareMode(models["mlp"], program=program, engine="tf").crossbars["wide"]
+    layout, sim = fast.layout, fast.simulation
+    assert sim.uses_native
+    codes = tf.fill([3, layout.rows], float(layout.input_max))
+    top = float(2 ** layout.slice_bits - 1)
+    cells = [tf.fill([len(g.rows), len(layout.polarities) * layout.slices * layout.cols], top)
+             for g in layout.groups]
+    got, clips, _ = sim.from_codes(codes, [tf.cast(c, sim.cell_dtype()) for c in cells])
+    planes = dac_planes(codes, layout.dac_bits, layout.cycles)
+    want, want_clips, _ = slow.simulation(planes, [tf.cast(c, slow.simulation.cell_dtype()) for c in cells])
+    np.testing.assert_array_equal(got.numpy(), np.asarray(want))
+    assert int(clips) == int(want_clips) > 0
+
+
+def test_non_finite_codes_are_refused(models) -> None:
+    program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
+    crossbar = HardwareMode(models["mlp"], program=program, engine="native").crossbars["wide"]
+    codes = np.zeros([2, crossbar.layout.rows], np.float32)
+    codes[1, 5] = np.nan
+    w, _, offset = crossbar.parts()
+    index = crossbar.layout.rows + 5
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"finite integers \(got nan at flat index {index}\)"):
+        crossbar._compiled(tf.constant(codes), w, offset)  # noqa: SLF001
+
+
+def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
+    program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
+    with pytest.raises(ValueError, match=r"engine must be one of auto, native, tf; got 'gpu'"):
+        HardwareMode(models["mlp"], program=program, engine="gpu")
+    monkeypatch.setenv("TFXBAR_ENGINE", "fast")
+    with pytest.raises(ValueError, match=r"TFXBAR_ENGINE must be one of .*; got 'fast'"):
+        HardwareMode(models["mlp"], program=program)
+    monkeypatch.setenv("TFXBAR_ENGINE", "tf")
+    assert not any(c.simulation.uses_native
+                   for c in HardwareMode(models["mlp"], program=program).crossbars.values())
+
+
+def test_a_missing_compiler_falls_back_or_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "_failure", None)
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.warns(RuntimeWarning, match=r"kernel is unavailable.*/nonexistent/c\+\+"):
+        assert native.load("auto") is None
+    with pytest.raises(native.NativeKernelError, match=r"no C\+\+ compiler '/nonexistent/c\+\+' on PATH"):
+        native.load("native")
+    assert native.load("tf") is None
+
+
+def test_the_build_is_cached_and_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build lands whole under its key; the next one only asks the compiler its version."""
+    monkeypatch.setenv("TFXBAR_CACHE", str(tmp_path))
+    built = native._build("g++")  # noqa: SLF001
+    assert built.parent == tmp_path / "kernels" and built.suffix == ".so"
+    assert sorted(p.name for p in built.parent.iterdir()) == [built.name]   # no temporary left
+    log = tmp_path / "calls.log"
+    wrapper = tmp_path / "cxx"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec g++ "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    assert native._build(str(wrapper)) == built  # noqa: SLF001
+    assert log.read_text().split() == ["--version"]
+    assert os.access(built, os.R_OK)

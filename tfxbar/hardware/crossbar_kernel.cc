@@ -1,0 +1,484 @@
+// TfxbarCrossbar: the modelled hardware accumulator of one crossbar op on the CPU, fused.
+//
+// The same arithmetic as tfxbar/hardware/simulate.py `CrossbarSimulation._modelled` on program
+// cells when no accumulator addition can overflow (docs/hardware_mode.md, "native kernel"), in
+// integers: per patch, the DAC bit-planes of its input codes; per DAC cycle and row group, the
+// integer partial sum of every tile column (rows whose plane bit is 0 are skipped: 1-bit DAC
+// planes of ReLU codes are mostly zero); the ADC (round half up at step 2^shift, saturating at
+// `top`), the shift-add into an int64 accumulator, the reference column. Nothing is written to
+// memory between the partial sum and the accumulator, which is why this is faster than the
+// TF/XLA formulation: its GEMM outputs (one float per ADC conversion) cross the memory bus.
+//
+// Built on first use by tfxbar/hardware/native.py against the installed TensorFlow.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <immintrin.h>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tfxbar {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::InferenceContext;
+
+constexpr int32_t kNoReference = -1;
+
+REGISTER_OP("TfxbarCrossbar")
+    .Input("codes: float")        // Conv2D: (B, H, W, C) unpadded; Dense: (B, K)
+    .Input("cells: T")            // (R, Q) integer cells of every row group, stacked
+    .Input("rows: int32")         // (R,) patch row of each cell row
+    .Input("group_sizes: int32")  // (G,) rows per group
+    .Input("shift: int32")        // (G, Q) ADC step exponents
+    .Input("coef: int64")         // (G, cycles, Q) accumulator weight of each ADC code
+    .Input("ref_shift: int32")    // (G,) reference column step exponent, -1: none
+    .Input("offset_num: double")  // (N,) the digital offset B
+    .Input("scale: double")       // (N,) real value of one unit of X (Tout = float), else empty
+    .Output("out: Tout")          // (M, N) X = 2^f · Σ coef · code − B · Σ reference terms
+                                  // (double), or float32(X · scale) (float)
+    .Output("clips: int64")       // () ADC codes that saturated
+    .Attr("T: {float, double}")
+    .Attr("Tout: {float, double}")
+    .Attr("offset_shift: int")
+    .Attr("conv: bool")
+    .Attr("kernel: list(int) = [1, 1]")
+    .Attr("strides: list(int) = [1, 1]")
+    .Attr("pads: list(int) = [0, 0, 0, 0]")  // top, bottom, left, right
+    .Attr("dac_bits: int")
+    .Attr("cycles: int")
+    .Attr("top: int")
+    .Attr("cols: int")
+    .SetShapeFn([](InferenceContext* c) {
+      int64_t cols;
+      TF_RETURN_IF_ERROR(c->GetAttr("cols", &cols));
+      c->set_output(0, c->MakeShape({c->UnknownDim(), cols}));
+      c->set_output(1, c->Scalar());
+      return Status();
+    });
+
+// A 64-byte vector of AccT (GCC / Clang vector extensions); loads need only AccT's alignment.
+template <typename AccT>
+struct Lanes;
+template <>
+struct Lanes<int16_t> {
+  typedef int16_t V __attribute__((vector_size(64), aligned(2)));
+};
+template <>
+struct Lanes<int32_t> {
+  typedef int32_t V __attribute__((vector_size(64), aligned(4)));
+};
+
+// Bit k of the result: whether p[k] != 0, for k < n ≤ 64 (reads only p[0..n)).
+inline uint64_t NonZero(const uint8_t* p, int n) {
+#if defined(__AVX512BW__)
+  const __mmask64 k = _cvtu64_mask64(n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1);
+  const __m512i v = _mm512_maskz_loadu_epi8(k, p);
+  return _cvtmask64_u64(_mm512_test_epi8_mask(v, v));
+#else
+  uint64_t mask = 0;
+  for (int k = 0; k < n; ++k) mask |= static_cast<uint64_t>(p[k] != 0) << k;
+  return mask;
+#endif
+}
+
+// Cell rows [row, row + length) whose plane bytes are adjacent: [offset, offset + length).
+struct Run {
+  int64_t row, offset, length;
+};
+
+// What every worker reads: the call's geometry and tables (Q padded to a multiple of the block).
+struct Plan {
+  bool conv;
+  int64_t groups, qp, cols, cycles, top, dac;
+  int64_t out_h, out_w, wp, channels, sh, sw;
+  int64_t plane_stride, image_stride;  // elements per DAC-cycle plane, per image
+  std::vector<int64_t> start;          // (G + 1,) first cell row of each group
+  std::vector<int64_t> offset;         // (R,) plane offset of each cell row from its patch's origin
+  std::vector<Run> runs;               // each group's rows as runs of adjacent plane bytes
+  std::vector<int64_t> run_start;      // (G + 1,) first run of each group
+  std::vector<int64_t> shift, half;    // (G, qp) ADC step exponent (≤ 62) and half step
+  std::vector<int64_t> coef;           // (G, cycles, qp)
+  std::vector<int64_t> ref_shift;      // (G,) −1: no reference column
+  double unit;                         // 2^offset_shift
+  const double* offset_num;            // (N,)
+  const double* scale;                 // (N,) or null: write X as double
+  double* out_x;                       // (M, N) X, when scale is null
+  float* out_real;                     // (M, N) float32(X · scale), when scale is given
+};
+
+// Patches [begin, end): QB columns at a time in a register-sized block of AccT partial sums.
+template <typename AccT, int QB>
+int64_t RunPatches(const Plan& p, const AccT* cells, const uint8_t* planes, int64_t begin, int64_t end) {
+  std::vector<int64_t> accq(p.qp), index(p.offset.size() + 1);
+  std::vector<AccT> value(p.offset.size() + 1);
+  alignas(64) AccT part[QB];
+  int64_t clips = 0;
+  for (int64_t m = begin; m < end; ++m) {
+    int64_t origin;
+    if (p.conv) {
+      const int64_t b = m / (p.out_h * p.out_w), oy = (m / p.out_w) % p.out_h, ox = m % p.out_w;
+      origin = b * p.image_stride + (oy * p.sh * p.wp + ox * p.sw) * p.channels;
+    } else {
+      origin = m * p.image_stride;
+    }
+    std::fill(accq.begin(), accq.end(), 0);
+    int64_t total = 0;
+    for (int64_t j = 0; j < p.cycles; ++j) {
+      const uint8_t* base = planes + j * p.plane_stride + origin;
+      for (int64_t g = 0; g < p.groups; ++g) {
+        // The rows whose plane value is not 0 (most bit-planes of ReLU codes are zero), found
+        // 64 bytes at a time along runs of adjacent plane bytes (no data-dependent branch per
+        // row: it would mispredict on random bits); `visit(cell row, value)` for each.
+        int64_t sum = 0;
+        auto for_live = [&](auto&& visit) {
+          for (int64_t u = p.run_start[g]; u < p.run_start[g + 1]; ++u) {
+            const Run& run = p.runs[u];
+            const uint8_t* src = base + run.offset;
+            for (int64_t t = 0; t < run.length; t += 64) {
+              const int n = static_cast<int>(std::min<int64_t>(64, run.length - t));
+              for (uint64_t mask = NonZero(src + t, n); mask != 0; mask &= mask - 1) {
+                const int k = __builtin_ctzll(mask);
+                visit(run.row + t + k, src[t + k]);
+              }
+            }
+          }
+        };
+        const int64_t qp = p.qp;
+        // Explicit 64-byte vectors: left to itself, g++ 12 turns the row loop into scalar
+        // 16-bit adds over two rows at a time.
+        using V = typename Lanes<AccT>::V;
+        constexpr int kVectors = QB * sizeof(AccT) / 64;
+        int64_t live = 0;
+        if (qp == QB) {   // one block (Q ≤ 256 / 128): add each row as it is found
+          V acc[kVectors] = {};
+          if (p.dac == 1) {
+            for_live([&](int64_t i, uint8_t) {
+              const V* row = reinterpret_cast<const V*>(cells + i * qp);
+              for (int u = 0; u < kVectors; ++u) acc[u] += row[u];
+              ++sum;
+            });
+          } else {
+            for_live([&](int64_t i, uint8_t v) {
+              const V* row = reinterpret_cast<const V*>(cells + i * qp);
+              for (int u = 0; u < kVectors; ++u) acc[u] += static_cast<AccT>(v) * row[u];
+              sum += v;
+            });
+          }
+          std::memcpy(part, acc, sizeof(part));
+        } else {   // list the live rows once, then add them block by block
+          for_live([&](int64_t i, uint8_t v) {
+            index[live] = i;
+            value[live++] = v;
+            sum += v;
+          });
+        }
+        const int64_t* __restrict idx = index.data();
+        const AccT* __restrict val = value.data();
+        for (int64_t q0 = 0; q0 < qp; q0 += QB) {
+          if (qp != QB) {
+            V acc[kVectors] = {};
+            const AccT* __restrict block = cells + q0;
+            for (int64_t r = 0; r < live; ++r) {
+              const V* row = reinterpret_cast<const V*>(block + idx[r] * qp);
+              const AccT v = val[r];
+              for (int u = 0; u < kVectors; ++u) acc[u] += v * row[u];
+            }
+            std::memcpy(part, acc, sizeof(part));
+          }
+          // ADC: floor(partial · 2^−s + 0.5) saturating at top (partials ≥ 0), then shift-add.
+          const int64_t* s = p.shift.data() + g * p.qp + q0;
+          const int64_t* h = p.half.data() + g * p.qp + q0;
+          const int64_t* w = p.coef.data() + (g * p.cycles + j) * p.qp + q0;
+          int64_t* a = accq.data() + q0;
+          for (int t = 0; t < QB; ++t) {
+            int64_t code = (static_cast<int64_t>(part[t]) + h[t]) >> s[t];
+            clips += code > p.top;
+            code = code > p.top ? p.top : code;
+            a[t] += w[t] * code;
+          }
+        }
+        const int64_t rs = p.ref_shift[g];
+        if (rs >= 0) {   // the reference column: Σ plane values, its own ADC
+          int64_t code = rs == 0 ? sum : (rs > 62 ? 0 : (sum + (int64_t{1} << (rs - 1))) >> rs);
+          clips += code > p.top;
+          code = code > p.top ? p.top : code;
+          total += code << (rs + p.dac * j);
+        }
+      }
+    }
+    for (int64_t n = 0; n < p.cols; ++n) {
+      int64_t a = 0;
+      for (int64_t q = n; q < p.qp; q += p.cols) a += accq[q];
+      // The same float64 operations as the TF path (every value exact below 2^53), so the
+      // same float32 result: X = a · 2^f − total · B, then X · scale.
+      const double x = static_cast<double>(a) * p.unit - static_cast<double>(total) * p.offset_num[n];
+      if (p.scale != nullptr) {
+        p.out_real[m * p.cols + n] = static_cast<float>(x * p.scale[n]);
+      } else {
+        p.out_x[m * p.cols + n] = x;
+      }
+    }
+  }
+  return clips;
+}
+
+template <typename T>
+class CrossbarOp : public OpKernel {
+ public:
+  explicit CrossbarOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("conv", &conv_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel", &kernel_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pads", &pads_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dac_bits", &dac_bits_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cycles", &cycles_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("top", &top_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cols", &cols_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("offset_shift", &offset_shift_));
+    OP_REQUIRES(ctx, kernel_.size() == 2 && strides_.size() == 2 && pads_.size() == 4,
+                InvalidArgument("TfxbarCrossbar: kernel, strides need 2 values, pads 4"));
+    OP_REQUIRES(ctx, kernel_[0] >= 1 && kernel_[1] >= 1 && strides_[0] >= 1 && strides_[1] >= 1 &&
+                         *std::min_element(pads_.begin(), pads_.end()) >= 0,
+                InvalidArgument("TfxbarCrossbar: kernel and strides ≥ 1, pads ≥ 0"));
+    // Planes travel as bytes: DACs up to 8 bits.
+    OP_REQUIRES(ctx, dac_bits_ >= 1 && dac_bits_ <= 8 && cycles_ >= 1 && dac_bits_ * cycles_ <= 62,
+                InvalidArgument("TfxbarCrossbar: dac_bits in 1..8, dac_bits · cycles ≤ 62"));
+    OP_REQUIRES(ctx, cols_ >= 1 && top_ >= 0, InvalidArgument("TfxbarCrossbar: cols ≥ 1, top ≥ 0"));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& codes = ctx->input(0);
+    const Tensor& cells_in = ctx->input(1);
+    const Tensor& rows_in = ctx->input(2);
+    const Tensor& sizes_in = ctx->input(3);
+    const Tensor& shift_in = ctx->input(4);
+    const Tensor& coef_in = ctx->input(5);
+    const Tensor& ref_in = ctx->input(6);
+
+    Plan p;
+    p.conv = conv_;
+    p.groups = sizes_in.NumElements();
+    p.cols = cols_;
+    p.cycles = cycles_;
+    p.top = top_;
+    p.dac = dac_bits_;
+    OP_REQUIRES(ctx, cells_in.dims() == 2, InvalidArgument("cells must be (R, Q)"));
+    const int64_t total_rows = cells_in.dim_size(0), q_width = cells_in.dim_size(1);
+    OP_REQUIRES(ctx, q_width % cols_ == 0, InvalidArgument("cells' width is not a multiple of cols"));
+    OP_REQUIRES(ctx, rows_in.NumElements() == total_rows, InvalidArgument("rows must have R entries"));
+    OP_REQUIRES(ctx, shift_in.NumElements() == p.groups * q_width, InvalidArgument("shift must be (G, Q)"));
+    OP_REQUIRES(ctx, coef_in.NumElements() == p.groups * cycles_ * q_width,
+                InvalidArgument("coef must be (G, cycles, Q)"));
+    OP_REQUIRES(ctx, ref_in.NumElements() == p.groups, InvalidArgument("ref_shift must be (G,)"));
+
+    // Geometry: M patches of K rows; planes zero padded (the program's padding is code 0).
+    int64_t batch, height = 1, width = 1, hp = 1, k_rows;
+    const int64_t kh = kernel_[0], kw = kernel_[1];
+    p.sh = strides_[0];
+    p.sw = strides_[1];
+    if (conv_) {
+      OP_REQUIRES(ctx, codes.dims() == 4, InvalidArgument("Conv2D codes must be NHWC"));
+      batch = codes.dim_size(0);
+      height = codes.dim_size(1);
+      width = codes.dim_size(2);
+      p.channels = codes.dim_size(3);
+      hp = height + pads_[0] + pads_[1];
+      p.wp = width + pads_[2] + pads_[3];
+      p.out_h = hp >= kh ? (hp - kh) / p.sh + 1 : 0;
+      p.out_w = p.wp >= kw ? (p.wp - kw) / p.sw + 1 : 0;
+      OP_REQUIRES(ctx, p.out_h >= 1 && p.out_w >= 1, InvalidArgument("input smaller than the kernel"));
+      k_rows = kh * kw * p.channels;
+      p.image_stride = hp * p.wp * p.channels;
+    } else {
+      OP_REQUIRES(ctx, codes.dims() == 2, InvalidArgument("Dense codes must be (B, K)"));
+      batch = codes.dim_size(0);
+      p.channels = k_rows = codes.dim_size(1);
+      p.out_h = p.out_w = p.wp = 1;
+      p.image_stride = k_rows;
+    }
+    p.plane_stride = batch * p.image_stride;
+    const int64_t patches = batch * p.out_h * p.out_w;
+
+    // Group tables; each cell row's offset in the padded plane from its patch's origin.
+    const int32_t* rows = rows_in.flat<int32_t>().data();
+    auto sizes = sizes_in.flat<int32_t>();
+    p.start.assign(p.groups + 1, 0);
+    for (int64_t g = 0; g < p.groups; ++g) p.start[g + 1] = p.start[g] + sizes(g);
+    OP_REQUIRES(ctx, p.start[p.groups] == total_rows, InvalidArgument("group_sizes must sum to R"));
+    p.offset.resize(total_rows);
+    for (int64_t i = 0; i < total_rows; ++i) {
+      const int64_t k = rows[i];
+      OP_REQUIRES(ctx, k >= 0 && k < k_rows, InvalidArgument("row index ", k, " out of the patch"));
+      if (conv_) {
+        const int64_t tap = k / p.channels, c = k % p.channels;
+        p.offset[i] = ((tap / kw) * p.wp + tap % kw) * p.channels + c;
+      } else {
+        p.offset[i] = k;
+      }
+    }
+
+    p.run_start.assign(1, 0);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      for (int64_t i = p.start[g]; i < p.start[g + 1]; ++i) {
+        if (i > p.start[g] && p.offset[i] == p.offset[i - 1] + 1) {
+          ++p.runs.back().length;
+        } else {
+          p.runs.push_back({i, p.offset[i], 1});
+        }
+      }
+      p.run_start.push_back(static_cast<int64_t>(p.runs.size()));
+    }
+
+    // Integer cells, Q padded to the block width with zero cells (their codes are 0).
+    auto cells_flat = cells_in.flat<T>();
+    T cell_max = 0;
+    for (int64_t i = 0; i < cells_flat.size(); ++i) {
+      const T v = cells_flat(i);
+      OP_REQUIRES(ctx, v >= T(0) && v <= T(65535) && std::floor(v) == v,
+                  InvalidArgument("cells must be integers in 0..65535 (program cells), got ", v));
+      cell_max = std::max(cell_max, v);
+    }
+    int64_t rows_max = 0;
+    for (int64_t g = 0; g < p.groups; ++g) rows_max = std::max<int64_t>(rows_max, sizes(g));
+    const int64_t plane_max = (int64_t{1} << dac_bits_) - 1;
+    const double bound = static_cast<double>(rows_max) * plane_max * static_cast<double>(cell_max);
+    OP_REQUIRES(ctx, bound < 2147483648.0, InvalidArgument("partial sums may exceed int32"));
+    const bool narrow = bound < 32768.0;
+    const int64_t widest = narrow ? 256 : 128;
+    int64_t qb = narrow ? 32 : 16;
+    while (qb < q_width && qb < widest) qb *= 2;
+    p.qp = (q_width + qb - 1) / qb * qb;
+
+    const int32_t* shift = shift_in.flat<int32_t>().data();
+    const int64_t* coef = coef_in.flat<int64_t>().data();
+    p.shift.assign(p.groups * p.qp, 0);
+    p.half.assign(p.groups * p.qp, 0);
+    p.coef.assign(p.groups * cycles_ * p.qp, 0);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      for (int64_t q = 0; q < q_width; ++q) {
+        const int64_t sq = shift[g * q_width + q];
+        OP_REQUIRES(ctx, sq >= 0, InvalidArgument("ADC shifts must be ≥ 0"));
+        // floor(x · 2^−s + 0.5) = (x + 2^(s−1)) >> s; from 2^62 on every partial gives 0.
+        p.shift[g * p.qp + q] = std::min<int64_t>(sq, 62);
+        p.half[g * p.qp + q] = sq == 0 || sq > 62 ? 0 : int64_t{1} << (sq - 1);
+      }
+      for (int64_t j = 0; j < cycles_; ++j)
+        for (int64_t q = 0; q < q_width; ++q)
+          p.coef[(g * cycles_ + j) * p.qp + q] = coef[(g * cycles_ + j) * q_width + q];
+    }
+    p.ref_shift.resize(p.groups);
+    for (int64_t g = 0; g < p.groups; ++g) p.ref_shift[g] = ref_in.flat<int32_t>()(g);
+
+    // Bit-planes of the codes, padded: (x >> d·j) & (2^d − 1) as the TF path's
+    // floormod(floor(x / 2^dj), 2^d). Codes become int64: refuse what has no integer value
+    // there (the TF path would carry NaN / inf into the output, which no hardware computes).
+    // A Dense input is one "image row" of K codes (height = width = 1, channels = K).
+    const float* x = codes.flat<float>().data();
+    std::vector<uint8_t> planes(cycles_ * p.plane_stride, 0);
+    const int64_t pt = conv_ ? pads_[0] : 0, pl = conv_ ? pads_[2] : 0, dac = dac_bits_;
+    const int64_t run = width * p.channels;   // one image row, contiguous in codes and planes
+    std::atomic<bool> bad{false};
+    auto fill = [&](int64_t begin, int64_t end) {   // rows (b, y) of the unpadded input
+      bool ok = true;
+      for (int64_t by = begin; by < end; ++by) {
+        const int64_t b = by / height, y = by % height;
+        const float* src = x + by * run;
+        for (int64_t t = 0; t < run; ++t) ok &= std::fabs(src[t]) < 4.6e18f;   // false for NaN
+        if (!ok) break;
+        uint8_t* dst = planes.data() + b * p.image_stride + ((y + pt) * p.wp + pl) * p.channels;
+        for (int64_t j = 0; j < cycles_; ++j, dst += p.plane_stride) {
+          const int64_t bits = dac * j;
+          for (int64_t t = 0; t < run; ++t)
+            dst[t] = static_cast<uint8_t>((static_cast<int64_t>(std::floor(src[t])) >> bits) & plane_max);
+        }
+      }
+      if (!ok) bad = true;
+    };
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, batch * height, run * (cycles_ + 1) * 2, fill);
+    if (bad) {   // name the first value without an integer code (NaN, inf or beyond int64)
+      int64_t i = 0;
+      while (std::fabs(x[i]) < 4.6e18f) ++i;
+      ctx->CtxFailure(InvalidArgument("input codes must be finite integers (got ", x[i], " at flat index ",
+                                      i, "); check the layer's input for NaN / inf"));
+      return;
+    }
+
+    const Tensor& offset_in = ctx->input(7);
+    const Tensor& scale_in = ctx->input(8);
+    OP_REQUIRES(ctx, offset_in.NumElements() == cols_, InvalidArgument("offset_num must be (N,)"));
+    const bool real = ctx->expected_output_dtype(0) == tensorflow::DT_FLOAT;
+    OP_REQUIRES(ctx, scale_in.NumElements() == (real ? cols_ : 0),
+                InvalidArgument("scale must be (N,) for a float output, empty for a double one"));
+    p.unit = std::ldexp(1.0, offset_shift_);
+    p.offset_num = offset_in.flat<double>().data();
+    Tensor* out = nullptr;
+    Tensor* clips_out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({patches, cols_}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &clips_out));
+    p.scale = real ? scale_in.flat<double>().data() : nullptr;
+    p.out_real = real ? out->flat<float>().data() : nullptr;
+    p.out_x = real ? nullptr : out->flat<double>().data();
+
+    std::atomic<int64_t> clips{0};
+    const int64_t cost = cycles_ * (total_rows * p.qp / 4 + 8 * p.groups * p.qp);
+    if (narrow) {
+      Run<int16_t>(ctx, p, cells_flat, q_width, qb, planes.data(), patches, cost, &clips);
+    } else {
+      Run<int32_t>(ctx, p, cells_flat, q_width, qb, planes.data(), patches, cost, &clips);
+    }
+    clips_out->scalar<int64_t>()() = clips.load();
+  }
+
+ private:
+  template <typename AccT>
+  void Run(OpKernelContext* ctx, const Plan& p, typename tensorflow::TTypes<T>::ConstFlat cells_flat,
+           int64_t q_width, int64_t qb, const uint8_t* planes, int64_t patches, int64_t cost,
+           std::atomic<int64_t>* clips) {
+    const int64_t total_rows = cells_flat.size() / q_width;
+    std::vector<AccT> cells(total_rows * p.qp, 0);
+    for (int64_t i = 0; i < total_rows; ++i)
+      for (int64_t q = 0; q < q_width; ++q)
+        cells[i * p.qp + q] = static_cast<AccT>(cells_flat(i * q_width + q));
+    auto work = [&](int64_t begin, int64_t end) {
+      int64_t n = 0;
+      const AccT* c = cells.data();
+      switch (qb) {
+        case 16: n = RunPatches<AccT, 16>(p, c, planes, begin, end); break;
+        case 32: n = RunPatches<AccT, 32>(p, c, planes, begin, end); break;
+        case 64: n = RunPatches<AccT, 64>(p, c, planes, begin, end); break;
+        case 128: n = RunPatches<AccT, 128>(p, c, planes, begin, end); break;
+        default: n = RunPatches<AccT, 256>(p, c, planes, begin, end); break;
+      }
+      *clips += n;
+    };
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, patches, cost, work);
+  }
+
+  bool conv_;
+  std::vector<int32_t> kernel_, strides_, pads_;
+  int32_t dac_bits_, cycles_, cols_, offset_shift_;
+  int64_t top_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfxbarCrossbar").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        CrossbarOp<float>);
+REGISTER_KERNEL_BUILDER(Name("TfxbarCrossbar").Device(DEVICE_CPU).TypeConstraint<double>("T"),
+                        CrossbarOp<double>);
+
+}  // namespace tfxbar

@@ -1,0 +1,134 @@
+"""The fused CPU kernel of the hardware mode (`crossbar_kernel.cc`), built on first use.
+
+The kernel computes a crossbar's modelled hardware accumulator on program cells in one pass per
+patch (docs/hardware_mode.md, "Native kernel"). It is compiled against the installed TensorFlow
+with the machine's C++ compiler the first time a `HardwareMode` needs it, and cached by a hash
+of the source, TensorFlow's version and flags, the compiler and the CPU (``-march=native``), so
+a later process only loads it. The build is written to a temporary name and renamed into place
+(a half-written library is never loaded); a failed build leaves the TF/XLA path in charge with
+one warning that says why.
+
+Environment:
+    TFXBAR_ENGINE: ``auto`` (default: native when it builds), ``native`` (fail loudly if it
+        does not), ``tf`` (never build; the TF/XLA formulation).
+    TFXBAR_CACHE: cache directory (default ``~/.cache/tfxbar``).
+    CXX: the C++ compiler (default ``g++``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import tensorflow as tf
+
+__all__ = ["ENGINES", "NativeKernelError", "engine_choice", "load"]
+
+ENGINES = ("auto", "native", "tf")
+_SOURCE = Path(__file__).with_name("crossbar_kernel.cc")
+_loaded: ModuleType | None = None
+_failure: str | None = None
+
+
+class NativeKernelError(RuntimeError):
+    """The native kernel was required (``TFXBAR_ENGINE=native`` or ``engine="native"``) but
+    could not be built or loaded."""
+
+
+def engine_choice(engine: str | None = None) -> str:
+    """The engine asked for: `engine` if given, else ``$TFXBAR_ENGINE``, else ``auto``."""
+    choice = engine if engine is not None else os.environ.get("TFXBAR_ENGINE", "auto")
+    if choice not in ENGINES:
+        source = "engine" if engine is not None else "TFXBAR_ENGINE"
+        raise ValueError(f"{source} must be one of {', '.join(ENGINES)}; got {choice!r}")
+    return choice
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler_version(cxx: str) -> str:
+    done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.splitlines()[0] if done.stdout else cxx
+
+
+# Tried in order: Eigen's AVX512-FP16 code does not compile with g++ 12 under -march=native
+# on CPUs that have it; older compilers do not know -mno-avx512fp16.
+_ARCH_FLAGS = (["-march=native", "-mno-avx512fp16", "-mprefer-vector-width=512"], ["-march=native"], [])
+# No FMA contraction: the kernel's float64 steps must round as the TF path's.
+_FLAGS = ["-shared", "-fPIC", "-O3", "-ffp-contract=off", "-w"]
+
+
+def _build(cxx: str) -> Path:
+    """Compile the kernel (or find it in the cache); the path of the shared library."""
+    compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    key = hashlib.sha256("\n".join([_SOURCE.read_text(), tf.__version__, *compile_flags, *link_flags,
+                                     repr(_ARCH_FLAGS), *_FLAGS, _compiler_version(cxx),
+                                     _cpu_flags()]).encode()).hexdigest()[:20]
+    cache = Path(os.environ.get("TFXBAR_CACHE", Path.home() / ".cache" / "tfxbar")) / "kernels"
+    target = cache / f"crossbar_kernel-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        out = Path(tmp) / target.name
+        for arch in _ARCH_FLAGS:
+            command = [cxx, *_FLAGS, *arch, *compile_flags, str(_SOURCE), "-o", str(out), *link_flags]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            if done.returncode == 0:
+                os.replace(out, target)   # atomic: another process sees the whole library or none
+                return target
+            lines = [line for line in done.stderr.splitlines() if "error" in line]
+            errors.append(f"{' '.join(arch) or 'no -march'}: {(lines or [f'exit {done.returncode}'])[0]}")
+    raise NativeKernelError(f"{cxx} failed on {_SOURCE.name}: " + "; ".join(errors))
+
+
+def load(engine: str | None = None) -> ModuleType | None:
+    """The op module of the native kernel, or None for the TF/XLA path.
+
+    Arguments:
+        engine: ``auto``, ``native`` or ``tf`` (default: `engine_choice`).
+
+    Returns:
+        The loaded module (``module.tfxbar_crossbar``) or None: ``tf`` asked for, or ``auto``
+        and the kernel cannot be built here (warned once, with the compiler's message).
+
+    Raises:
+        NativeKernelError: ``native`` asked for and the kernel cannot be built or loaded.
+    """
+    global _loaded, _failure
+    choice = engine_choice(engine)
+    if choice == "tf":
+        return None
+    if _loaded is None and _failure is None:
+        cxx = os.environ.get("CXX", "g++")
+        try:
+            if shutil.which(cxx) is None:
+                raise NativeKernelError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
+            _loaded = tf.load_op_library(str(_build(cxx)))
+            # Forward only: ADC-aware training differentiates the ideal product (`straight_through`).
+            tf.no_gradient("TfxbarCrossbar")
+        except (NativeKernelError, OSError, subprocess.SubprocessError, tf.errors.OpError) as exc:
+            _failure = str(exc)
+            if choice == "auto":
+                warnings.warn("tfxbar: the native hardware-mode kernel is unavailable, using the "
+                              f"slower TF/XLA path ({_failure.splitlines()[0]}); set "
+                              "TFXBAR_ENGINE=tf to silence this", RuntimeWarning, stacklevel=2)
+    if _loaded is None and choice == "native":
+        raise NativeKernelError(f"the native hardware-mode kernel is unavailable: {_failure}")
+    return _loaded
