@@ -10,7 +10,9 @@ benchmarks/interpreter_throughput.py, where every DAC cycle, ADC conversion and 
 is modelled. Side by side in one run, interleaved over `--rounds` in a rotated order:
 
 - Keras hardware mode, native engine: `tfxbar.hardware.HardwareMode(engine="native")` installed,
-  ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc);
+  ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc), once with the
+  kernel's default method (dense AMX tiles where the machine has them) and once with
+  ``TFXBAR_KERNEL_METHOD=sparse`` (the any-CPU way);
 - Keras hardware mode, TF engine: ``engine="tf"`` (XLA-compiled crossbars);
 - the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
 - the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
@@ -41,7 +43,7 @@ from interpreter_throughput import _run_tflite, _tflite, _tflite_model, cpu_flag
 
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
-from tfxbar.hardware import HardwareMode  # noqa: E402
+from tfxbar.hardware import HardwareMode, native  # noqa: E402
 
 
 def main() -> None:
@@ -72,13 +74,19 @@ def main() -> None:
         steps = f"{steps} training steps"
         path = os.path.join(tempfile.mkdtemp(), "qmodel.keras")
         qmodel.save(path)
-    copies = {name: keras.models.load_model(path, compile=False) for name in ("native", "tf", "ideal")}
+    names = ("native", "sparse", "tf", "ideal")
+    copies = {name: keras.models.load_model(path, compile=False) for name in names}
     program = tfxbar.CrossbarConverter.from_keras_model(
         copies["ideal"], dac_bits=1, adc_bits=6, adc_range="calibrated",
         representative_data=x_train[:256]).convert()
     interpreter = tfxbar.Interpreter(program, "hardware")
     modes = {engine: HardwareMode(copies[engine], program=program, engine=engine).install()
              for engine in ("native", "tf")}
+    dense = native.dense_supported(native.load("native"))
+    previous = os.environ.get("TFXBAR_KERNEL_METHOD", "auto")
+    os.environ["TFXBAR_KERNEL_METHOD"] = "sparse"   # read when the mode is built
+    modes["sparse"] = HardwareMode(copies["sparse"], program=program, engine="native").install()
+    os.environ["TFXBAR_KERNEL_METHOD"] = previous
     lite = _tflite(_tflite_model(float_model), args.batch, 2)
 
     n_hw = args.hardware_limit - args.hardware_limit % args.batch   # one batch shape: one XLA compile
@@ -87,13 +95,15 @@ def main() -> None:
     x_lite = (x_test[:args.limit] / 255.0).astype(np.float32)
     n_lite = len(x_lite) - len(x_lite) % args.batch
     predicted = {engine: np.argmax(copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0), -1)
-                 for engine in ("native", "tf", "ideal")}   # also warms up
+                 for engine in names}   # also warms up
     interp_pred = interpreter.predict(x_hw)
 
     def keras_run(engine: str):  # noqa: ANN202
         return lambda: copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0)
 
-    runs = {"Keras hardware mode, native engine": (keras_run("native"), n_hw),
+    default = "dense AMX" if dense else "sparse: no AMX here"
+    runs = {f"Keras hardware mode, native engine ({default})": (keras_run("native"), n_hw),
+            "Keras hardware mode, native engine (sparse)": (keras_run("sparse"), n_hw),
             "Keras hardware mode, TF/XLA engine": (keras_run("tf"), n_hw),
             "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
             "Keras quantized model, no hardware mode (ceiling)": (keras_run("ideal"), n_hw),
@@ -105,7 +115,7 @@ def main() -> None:
     base = median["interpreter, modelled hardware"]
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
-    engines = ("native", "tf")
+    engines = ("native", "sparse", "tf")
     accuracy = ", ".join(f"Keras {e} {np.mean(predicted[e] == y_hw):.4f}" for e in engines)
     agreement = ", ".join(f"{e} {np.mean(predicted[e] == interp_pred):.4f}" for e in engines)
     print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps}; "

@@ -23,6 +23,15 @@ from tfxbar.hardware.simulate import dac_planes
 from tfxbar.introspect import output_codes
 
 
+@pytest.fixture(params=["sparse", "dense"])
+def kernel_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The kernel tests run with both ways of forming partial sums; dense needs AMX (CPU, OS, build)."""
+    if request.param == "dense" and not native.dense_supported(native.load("native")):
+        pytest.skip("no AMX int8 tiles here: the dense path cannot run")
+    monkeypatch.setenv("TFXBAR_KERNEL_METHOD", request.param)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, keras.Model]:
     x, y = toy_data(256)
@@ -76,6 +85,7 @@ def _input_codes(hw: HardwareMode, qmodel: keras.Model, x: np.ndarray, name: str
     return seen["codes"]
 
 
+@pytest.mark.usefixtures("kernel_method")
 @pytest.mark.parametrize("dac_bits,adc_bits", [(1, 3), (8, 4)])
 def test_graph_with_strides_and_projections(models, dac_bits: int, adc_bits: int) -> None:
     """ResNet blocks: stride-2 3×3 convolutions ('same' padding, asymmetric pads on even
@@ -87,6 +97,7 @@ def test_graph_with_strides_and_projections(models, dac_bits: int, adc_bits: int
     _same_everywhere(models["residual"], program, codes, x)
 
 
+@pytest.mark.usefixtures("kernel_method")
 @pytest.mark.parametrize("mapping,cell_bits,dac_bits,tile_rows", [
     ("differential", None, 1, 64),    # 160 columns × 2 polarities: two column blocks of int16
     ("bit_sliced", 2, 1, 64),         # 640 cell columns
@@ -101,6 +112,7 @@ def test_wide_layers_and_int32_partial_sums(models, mapping: str, cell_bits: int
     _same_everywhere(models["mlp"], program, codes, x)
 
 
+@pytest.mark.usefixtures("kernel_method")
 def test_partial_sums_at_their_bound(models) -> None:
     """Every input code at its largest value (every plane bit 1) and the cells at their largest:
     each partial sum reaches the layout's bound, the int16/int32 limit cases."""
@@ -123,6 +135,7 @@ def test_partial_sums_at_their_bound(models) -> None:
     assert int(clips) == int(want_clips) > 0
 
 
+@pytest.mark.usefixtures("kernel_method")
 def test_non_finite_codes_are_refused(models) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
     crossbar = HardwareMode(models["mlp"], program=program, engine="native").crossbars["wide"]
@@ -137,6 +150,11 @@ def test_non_finite_codes_are_refused(models) -> None:
 
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
+    monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "amx")
+    with pytest.raises(ValueError, match=r"TFXBAR_KERNEL_METHOD must be one of auto, sparse, dense; "
+                                         r"got 'amx'"):
+        HardwareMode(models["mlp"], program=program, engine="native")
+    monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "auto")
     with pytest.raises(ValueError, match=r"engine must be one of auto, native, tf; got 'gpu'"):
         HardwareMode(models["mlp"], program=program, engine="gpu")
     monkeypatch.setenv("TFXBAR_ENGINE", "fast")

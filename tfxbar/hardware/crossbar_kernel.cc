@@ -17,7 +17,13 @@
 #include <cstdint>
 #include <cstring>
 #include <immintrin.h>
+#include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -62,6 +68,7 @@ REGISTER_OP("TfxbarCrossbar")
     .Attr("cycles: int")
     .Attr("top: int")
     .Attr("cols: int")
+    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // dense: AMX tiles where the CPU has them
     .SetShapeFn([](InferenceContext* c) {
       int64_t cols;
       TF_RETURN_IF_ERROR(c->GetAttr("cols", &cols));
@@ -236,6 +243,177 @@ int64_t RunPatches(const Plan& p, const AccT* cells, const uint8_t* planes, int6
   return clips;
 }
 
+// ---- Dense path: Intel AMX int8 tiles (16 patches × 64 rows × 16 columns per instruction) ----
+//
+// Where the CPU has AMX and every cell fits a byte, the partial sums of 16 patches come from
+// tile dot products of their plane bytes (u8) with the cells (u8), dense: on random bit-planes
+// that beats skipping zero rows. The ADC then runs on 16 int32 lanes, and the cycles of one
+// row group are combined in int32 (code << dac·j) before one signed shift by the column's
+// weight ±2^e: coef[g][j][q] = coef[g][0][q] · 2^(dac·j), as the program's shift-add defines it.
+
+// Whether this process may use AMX tiles (asked once: Linux grants them per process on request).
+inline bool AmxUsable() {
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__) && defined(__linux__)
+  static const bool usable = [] {
+    constexpr long kReqPerm = 0x1023, kXtileData = 18;   // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kReqPerm, kXtileData) == 0;
+  }();
+  return usable;
+#else
+  return false;
+#endif
+}
+
+struct DensePlan {
+  int64_t qd;                          // Q padded to 16
+  std::vector<int64_t> kp;             // (G,) rows of each group padded to 64
+  std::vector<int64_t> a_start;        // (G + 1,) byte offset of each group's A block (16 · kp)
+  std::vector<int64_t> b_start;        // (G,) offset of each group's packed cells
+  std::vector<uint8_t> b;              // per group, column block, 64-row chunk: 16 × 64 bytes
+  std::vector<int32_t> shift, half;    // (G, qd)
+  std::vector<int64_t> exp0, keep, neg;  // (G, qd) cycle-0 weight: 0, or ±2^exp0 (keep = −1, neg = 0 / −1)
+};
+
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tile c (an immediate) += A tile 4 · B tile 5, for C tiles 0..3.
+#define TFXBAR_DP(c) _tile_dpbuud(c, 4, 5)
+
+int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes, int64_t begin, int64_t end) {
+  TileConfig config{};
+  config.palette = 1;
+  for (int t = 0; t < 6; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  _tile_loadconfig(&config);
+  std::vector<uint8_t> a(d.a_start[p.groups], 0);   // tails past a group's rows stay 0
+  std::vector<int64_t> acc(16 * d.qd);
+  std::vector<int32_t> y(16 * d.qd);
+  alignas(64) int32_t c[4][16 * 16];
+  int64_t origin[16], total[16], clips = 0;
+  const int64_t nb = d.qd / 16;
+  for (int64_t m0 = begin; m0 < end; m0 += 16) {
+    const int64_t live = std::min<int64_t>(16, end - m0);
+    for (int64_t r = 0; r < 16; ++r) {   // rows past the end repeat the last patch (discarded)
+      const int64_t m = m0 + std::min(r, live - 1);
+      if (p.conv) {
+        const int64_t b = m / (p.out_h * p.out_w), oy = (m / p.out_w) % p.out_h, ox = m % p.out_w;
+        origin[r] = b * p.image_stride + (oy * p.sh * p.wp + ox * p.sw) * p.channels;
+      } else {
+        origin[r] = m * p.image_stride;
+      }
+      total[r] = 0;
+    }
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t kp = d.kp[g], chunks = kp / 64;
+      uint8_t* ag = a.data() + d.a_start[g];
+      const uint8_t* bg = d.b.data() + d.b_start[g];
+      const int32_t* s = d.shift.data() + g * d.qd;
+      const int32_t* h = d.half.data() + g * d.qd;
+      const int32_t top = static_cast<int32_t>(p.top);
+      std::fill(y.begin(), y.end(), 0);
+      for (int64_t j = 0; j < p.cycles; ++j) {
+        const uint8_t* base = planes + j * p.plane_stride;
+        for (int64_t r = 0; r < 16; ++r)   // gather: the group's rows of each patch, in cell order
+          for (int64_t u = p.run_start[g]; u < p.run_start[g + 1]; ++u) {
+            const Run& run = p.runs[u];
+            std::memcpy(ag + r * kp + (run.row - p.start[g]), base + origin[r] + run.offset, run.length);
+          }
+        const int32_t up = static_cast<int32_t>(p.dac * j);
+        for (int64_t cb = 0; cb < nb; cb += 4) {
+          const int64_t nt = std::min<int64_t>(4, nb - cb);
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+          for (int64_t kc = 0; kc < chunks; ++kc) {
+            _tile_loadd(4, ag + kc * 64, kp);
+            const uint8_t* bk = bg + (cb * chunks + kc) * 1024;
+            _tile_loadd(5, bk, 64);
+            TFXBAR_DP(0);
+            if (nt > 1) { _tile_loadd(5, bk + chunks * 1024, 64); TFXBAR_DP(1); }
+            if (nt > 2) { _tile_loadd(5, bk + 2 * chunks * 1024, 64); TFXBAR_DP(2); }
+            if (nt > 3) { _tile_loadd(5, bk + 3 * chunks * 1024, 64); TFXBAR_DP(3); }
+          }
+          _tile_stored(0, c[0], 64);
+          if (nt > 1) _tile_stored(1, c[1], 64);
+          if (nt > 2) _tile_stored(2, c[2], 64);
+          if (nt > 3) _tile_stored(3, c[3], 64);
+          // ADC: floor(partial · 2^−s + 0.5) saturating at top, then code · 2^(dac·j) into y.
+          for (int64_t t = 0; t < nt; ++t) {
+            const int64_t q0 = (cb + t) * 16;
+            int32_t over[16] = {};
+            for (int64_t r = 0; r < live; ++r) {   // rows past `live` are discarded
+              const int32_t* __restrict part = c[t] + r * 16;
+              const int32_t* __restrict hq = h + q0;
+              const int32_t* __restrict sq = s + q0;
+              int32_t* __restrict yr = y.data() + r * d.qd + q0;
+              for (int k = 0; k < 16; ++k) {
+                const int32_t code = (part[k] + hq[k]) >> sq[k];
+                over[k] += code > top;
+                yr[k] += (code > top ? top : code) << up;
+              }
+            }
+            for (int k = 0; k < 16; ++k) clips += over[k];
+          }
+        }
+        const int64_t rs = p.ref_shift[g];
+        if (rs >= 0) {   // the reference column: Σ plane values of the group's rows, its own ADC
+          for (int64_t r = 0; r < 16; ++r) {
+            __m512i sum = _mm512_setzero_si512();
+            for (int64_t k = 0; k < kp; k += 64)
+              sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_loadu_si512(ag + r * kp + k),
+                                                          _mm512_setzero_si512()));
+            const int64_t v = _mm512_reduce_add_epi64(sum);
+            int64_t code = rs == 0 ? v : (rs > 62 ? 0 : (v + (int64_t{1} << (rs - 1))) >> rs);
+            clips += r < live && code > p.top;
+            code = code > p.top ? p.top : code;
+            total[r] += code << (rs + p.dac * j);
+          }
+        }
+      }
+      const int64_t* w = d.exp0.data() + g * d.qd;
+      for (int64_t r = 0; r < live; ++r) {
+        int64_t* __restrict ar = acc.data() + r * d.qd;
+        const int32_t* __restrict yr = y.data() + r * d.qd;
+        const int64_t* __restrict e = w;
+        const int64_t* __restrict keep = d.keep.data() + g * d.qd;
+        const int64_t* __restrict neg = d.neg.data() + g * d.qd;
+        const int64_t qd = d.qd;
+        for (int64_t q = 0; q < qd; ++q) {   // ± y · 2^e, as shifts (vectorizes; a 64-bit multiply does not)
+          const int64_t term = (static_cast<int64_t>(yr[q]) << e[q]) & keep[q];
+          ar[q] += (term ^ neg[q]) - neg[q];
+        }
+      }
+    }
+    for (int64_t r = 0; r < live; ++r) {
+      const int64_t m = m0 + r;
+      const int64_t* ar = acc.data() + r * d.qd;
+      for (int64_t n = 0; n < p.cols; ++n) {
+        int64_t v = 0;
+        for (int64_t q = n; q < d.qd; q += p.cols) v += ar[q];
+        const double x = static_cast<double>(v) * p.unit - static_cast<double>(total[r]) * p.offset_num[n];
+        if (p.scale != nullptr) {
+          p.out_real[m * p.cols + n] = static_cast<float>(x * p.scale[n]);
+        } else {
+          p.out_x[m * p.cols + n] = x;
+        }
+      }
+    }
+  }
+  _tile_release();
+  return clips;
+}
+#undef TFXBAR_DP
+#endif  // AMX
+
 template <typename T>
 class CrossbarOp : public OpKernel {
  public:
@@ -258,6 +436,7 @@ class CrossbarOp : public OpKernel {
     OP_REQUIRES(ctx, dac_bits_ >= 1 && dac_bits_ <= 8 && cycles_ >= 1 && dac_bits_ * cycles_ <= 62,
                 InvalidArgument("TfxbarCrossbar: dac_bits in 1..8, dac_bits · cycles ≤ 62"));
     OP_REQUIRES(ctx, cols_ >= 1 && top_ >= 0, InvalidArgument("TfxbarCrossbar: cols ≥ 1, top ≥ 0"));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("method", &method_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -394,12 +573,31 @@ class CrossbarOp : public OpKernel {
     std::atomic<bool> bad{false};
     auto fill = [&](int64_t begin, int64_t end) {   // rows (b, y) of the unpadded input
       bool ok = true;
+      std::vector<int32_t> wide(run);
       for (int64_t by = begin; by < end; ++by) {
         const int64_t b = by / height, y = by % height;
-        const float* src = x + by * run;
-        for (int64_t t = 0; t < run; ++t) ok &= std::fabs(src[t]) < 4.6e18f;   // false for NaN
+        const float* __restrict src = x + by * run;
+        // Codes below 2^31 in magnitude (all real ones) take int32 vector lanes; a row with
+        // a larger value takes int64; NaN / inf and beyond int64 are refused.
+        int narrow = 1, finite = 1;
+        for (int64_t t = 0; t < run; ++t) {   // comparisons are false for NaN
+          narrow &= std::fabs(src[t]) < 2147483520.0f;
+          finite &= std::fabs(src[t]) < 4.6e18f;
+        }
+        ok = finite != 0;
         if (!ok) break;
         uint8_t* dst = planes.data() + b * p.image_stride + ((y + pt) * p.wp + pl) * p.channels;
+        if (narrow) {
+          int32_t* __restrict code = wide.data();
+          for (int64_t t = 0; t < run; ++t) code[t] = static_cast<int32_t>(std::floor(src[t]));
+          for (int64_t j = 0; j < cycles_; ++j, dst += p.plane_stride) {
+            const int32_t bits = static_cast<int32_t>(std::min<int64_t>(dac * j, 31));
+            uint8_t* __restrict out = dst;
+            for (int64_t t = 0; t < run; ++t)
+              out[t] = static_cast<uint8_t>((code[t] >> bits) & static_cast<int32_t>(plane_max));
+          }
+          continue;
+        }
         for (int64_t j = 0; j < cycles_; ++j, dst += p.plane_stride) {
           const int64_t bits = dac * j;
           for (int64_t t = 0; t < run; ++t)
@@ -435,6 +633,24 @@ class CrossbarOp : public OpKernel {
     p.out_x = real ? nullptr : out->flat<double>().data();
 
     std::atomic<int64_t> clips{0};
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+    if (method_ != "sparse") {
+      DensePlan d;
+      if (PlanDense(p, cells_flat.data(), q_width, shift, coef, bound, cell_max, &d)) {
+        const int64_t block_cost = 16 * cycles_ * (d.a_start[p.groups] / 16 * d.qd / 64 + 4 * p.groups * d.qd);
+        auto work = [&](int64_t begin, int64_t end) {
+          clips += RunBlocksDense(p, d, planes.data(), begin * 16, std::min(end * 16, patches));
+        };
+        auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+        tensorflow::Shard(workers->num_threads, workers->workers, (patches + 15) / 16, block_cost, work);
+        clips_out->scalar<int64_t>()() = clips.load();
+        return;
+      }
+    }
+#endif
+    OP_REQUIRES(ctx, method_ != "dense",
+                InvalidArgument("TfxbarCrossbar: method 'dense' needs AMX int8 tiles (CPU, kernel and build) "
+                                "and cells of at most 8 bits; use 'auto' or 'sparse'"));
     const int64_t cost = cycles_ * (total_rows * p.qp / 4 + 8 * p.groups * p.qp);
     if (narrow) {
       Run<int16_t>(ctx, p, cells_flat, q_width, qb, planes.data(), patches, cost, &clips);
@@ -470,6 +686,73 @@ class CrossbarOp : public OpKernel {
     tensorflow::Shard(workers->num_threads, workers->workers, patches, cost, work);
   }
 
+  // The dense plan (packed cells, int32 ADC tables) when the AMX path can run this call
+  // exactly: cells fit a byte, partial sum + half step and the cycle-combined codes fit int32,
+  // and the weights follow the shift-add (coef[g][j] = coef[g][0] · 2^(dac·j)).
+  bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* shift, const int64_t* coef,
+                 double bound, T cell_max, DensePlan* d) const {
+    if (!AmxUsable() || cell_max > T(255)) return false;
+    const int64_t g_count = p.groups;
+    int64_t max_shift = 0;
+    for (int64_t i = 0; i < g_count * q_width; ++i) max_shift = std::max<int64_t>(max_shift, shift[i]);
+    if (max_shift > 30 || bound + std::ldexp(1.0, static_cast<int>(max_shift)) >= 2147483648.0) return false;
+    if (std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(p.dac * p.cycles)) >= 2147483648.0)
+      return false;
+    for (int64_t g = 0; g < g_count; ++g)
+      for (int64_t j = 1; j < p.cycles; ++j)
+        for (int64_t q = 0; q < q_width; ++q) {
+          const int64_t c0 = coef[g * p.cycles * q_width + q];
+          const int64_t cj = coef[(g * p.cycles + j) * q_width + q];
+          if (static_cast<double>(cj) != std::ldexp(static_cast<double>(c0), static_cast<int>(p.dac * j)))
+            return false;
+        }
+    d->qd = (q_width + 15) / 16 * 16;
+    const int64_t blocks = d->qd / 16;
+    d->kp.resize(g_count);
+    d->a_start.assign(1, 0);
+    d->b_start.resize(g_count);
+    int64_t b_size = 0;
+    for (int64_t g = 0; g < g_count; ++g) {
+      d->kp[g] = (p.start[g + 1] - p.start[g] + 63) / 64 * 64;
+      d->a_start.push_back(d->a_start.back() + 16 * d->kp[g]);
+      d->b_start[g] = b_size;
+      b_size += blocks * d->kp[g] * 16;
+    }
+    // B tiles in the VNNI order: byte (k4, 4·n + kk) = cell (row 4·k4 + kk, column n).
+    d->b.assign(b_size, 0);
+    for (int64_t g = 0; g < g_count; ++g) {
+      const int64_t chunks = d->kp[g] / 64, rows = p.start[g + 1] - p.start[g];
+      for (int64_t cb = 0; cb < blocks; ++cb)
+        for (int64_t kc = 0; kc < chunks; ++kc) {
+          uint8_t* tile = d->b.data() + d->b_start[g] + (cb * chunks + kc) * 1024;
+          for (int64_t k = kc * 64; k < std::min(rows, kc * 64 + 64); ++k)
+            for (int64_t n = 0; n < 16 && cb * 16 + n < q_width; ++n)
+              tile[((k % 64) / 4) * 64 + 4 * n + k % 4] =
+                  static_cast<uint8_t>(cells[(p.start[g] + k) * q_width + cb * 16 + n]);
+        }
+    }
+    d->shift.assign(g_count * d->qd, 0);
+    d->half.assign(g_count * d->qd, 0);
+    d->exp0.assign(g_count * d->qd, 0);
+    d->keep.assign(g_count * d->qd, 0);
+    d->neg.assign(g_count * d->qd, 0);
+    for (int64_t g = 0; g < g_count; ++g)
+      for (int64_t q = 0; q < q_width; ++q) {
+        const int32_t sq = shift[g * q_width + q];
+        d->shift[g * d->qd + q] = sq;
+        d->half[g * d->qd + q] = sq == 0 ? 0 : int32_t{1} << (sq - 1);
+        const int64_t c0 = coef[g * p.cycles * q_width + q], mag = c0 < 0 ? -c0 : c0;
+        if (mag != 0) {
+          if ((mag & (mag - 1)) != 0 || mag > (int64_t{1} << 32)) return false;
+          d->exp0[g * d->qd + q] = __builtin_ctzll(static_cast<uint64_t>(mag));
+          d->keep[g * d->qd + q] = -1;
+          d->neg[g * d->qd + q] = c0 < 0 ? -1 : 0;
+        }
+      }
+    return true;
+  }
+
+  std::string method_;
   bool conv_;
   std::vector<int32_t> kernel_, strides_, pads_;
   int32_t dac_bits_, cycles_, cols_, offset_shift_;

@@ -13,6 +13,10 @@ Environment:
         does not), ``tf`` (never build; the TF/XLA formulation).
     TFXBAR_CACHE: cache directory (default ``~/.cache/tfxbar``).
     CXX: the C++ compiler (default ``g++``).
+    TFXBAR_KERNEL_METHOD: how the kernel forms partial sums: ``auto`` (default: dense AMX int8
+        tiles where the CPU, the OS and the build allow it and every cell fits a byte, else
+        sparse), ``sparse`` (16/32-bit vector adds of the rows whose plane bit is set; any CPU),
+        ``dense`` (AMX or an error). The results are identical; this exists to compare them.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from types import ModuleType
 
 import tensorflow as tf
 
-__all__ = ["ENGINES", "NativeKernelError", "engine_choice", "load"]
+__all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "dense_supported", "engine_choice",
+           "kernel_method", "load"]
 
 ENGINES = ("auto", "native", "tf")
+KERNEL_METHODS = ("auto", "sparse", "dense")
 _SOURCE = Path(__file__).with_name("crossbar_kernel.cc")
 _loaded: ModuleType | None = None
 _failure: str | None = None
@@ -49,6 +55,14 @@ def engine_choice(engine: str | None = None) -> str:
         source = "engine" if engine is not None else "TFXBAR_ENGINE"
         raise ValueError(f"{source} must be one of {', '.join(ENGINES)}; got {choice!r}")
     return choice
+
+
+def kernel_method() -> str:
+    """The kernel's partial-sum method, ``$TFXBAR_KERNEL_METHOD`` (default ``auto``)."""
+    method = os.environ.get("TFXBAR_KERNEL_METHOD", "auto")
+    if method not in KERNEL_METHODS:
+        raise ValueError(f"TFXBAR_KERNEL_METHOD must be one of {', '.join(KERNEL_METHODS)}; got {method!r}")
+    return method
 
 
 def _cpu_flags() -> str:
@@ -132,3 +146,23 @@ def load(engine: str | None = None) -> ModuleType | None:
     if _loaded is None and choice == "native":
         raise NativeKernelError(f"the native hardware-mode kernel is unavailable: {_failure}")
     return _loaded
+
+
+def dense_supported(module: ModuleType) -> bool:
+    """Whether the loaded kernel can take the dense (AMX) path on this machine: CPU, OS and build.
+
+    Arguments:
+        module: the loaded op module (`load`).
+
+    Returns:
+        True when a one-row probe with ``method="dense"`` runs.
+    """
+    try:
+        module.tfxbar_crossbar(
+            codes=tf.zeros([1, 4]), cells=tf.zeros([4, 1]), rows=tf.range(4), group_sizes=tf.constant([4]),
+            shift=tf.zeros([1, 1], tf.int32), coef=tf.ones([1, 1, 1], tf.int64), ref_shift=tf.constant([-1]),
+            offset_num=tf.zeros([1], tf.float64), scale=tf.zeros([0], tf.float64), Tout=tf.float64,
+            offset_shift=0, conv=False, dac_bits=1, cycles=1, top=1, cols=1, method="dense")
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True

@@ -34,6 +34,7 @@ from types import ModuleType
 import numpy as np
 import tensorflow as tf
 
+from tfxbar.hardware.native import kernel_method
 from tfxbar.hardware.tiles import RowGroup, TileLayout
 
 __all__ = ["Accumulator", "CrossbarSimulation", "Window", "dac_planes", "group_product", "pad", "windows"]
@@ -223,7 +224,7 @@ class CrossbarSimulation:
                 ref_shift=np.array([-1 if g.ref_shift is None else g.ref_shift for g in groups], np.int32))
             conv = layout.layer_type == "Conv2D"
             self._attrs = dict(conv=conv, dac_bits=layout.dac_bits, cycles=layout.cycles, top=layout.top,
-                               cols=layout.cols)
+                               cols=layout.cols, method=kernel_method())
             if conv:
                 self._attrs.update(kernel=list(layout.attrs["kernel"]), strides=list(layout.attrs["strides"]),
                                    pads=list(layout.attrs["pads"]))
