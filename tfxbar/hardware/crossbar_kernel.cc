@@ -68,7 +68,7 @@ REGISTER_OP("TfxbarCrossbar")
     .Attr("cycles: int")
     .Attr("top: int")
     .Attr("cols: int")
-    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // dense: AMX tiles where the CPU has them
+    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // auto = sparse; dense: AMX tiles
     .SetShapeFn([](InferenceContext* c) {
       int64_t cols;
       TF_RETURN_IF_ERROR(c->GetAttr("cols", &cols));
@@ -245,11 +245,12 @@ int64_t RunPatches(const Plan& p, const AccT* cells, const uint8_t* planes, int6
 
 // ---- Dense path: Intel AMX int8 tiles (16 patches × 64 rows × 16 columns per instruction) ----
 //
-// Where the CPU has AMX and every cell fits a byte, the partial sums of 16 patches come from
-// tile dot products of their plane bytes (u8) with the cells (u8), dense: on random bit-planes
-// that beats skipping zero rows. The ADC then runs on 16 int32 lanes, and the cycles of one
-// row group are combined in int32 (code << dac·j) before one signed shift by the column's
-// weight ±2^e: coef[g][j][q] = coef[g][0][q] · 2^(dac·j), as the program's shift-add defines it.
+// With method "dense" (the CPU has AMX, every cell fits a byte), the partial sums of 16 patches
+// come from tile dot products of their plane bytes (u8) with the cells (u8), every row: on
+// random bit-planes that can beat skipping zero rows. The ADC then runs on 16 int32 lanes, and
+// the cycles of one row group are combined in int32 (code << dac·j) before one signed shift by
+// the column's weight ±2^e: coef[g][j][q] = coef[g][0][q] · 2^(dac·j), as the program's
+// shift-add defines it.
 
 // Whether this process may use AMX tiles (asked once: Linux grants them per process on request).
 inline bool AmxUsable() {
@@ -634,7 +635,7 @@ class CrossbarOp : public OpKernel {
 
     std::atomic<int64_t> clips{0};
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
-    if (method_ != "sparse") {
+    if (method_ == "dense") {   // opt-in: its speed against sparse varies (docs/benchmarks.md)
       DensePlan d;
       if (PlanDense(p, cells_flat.data(), q_width, shift, coef, bound, cell_max, &d)) {
         const int64_t block_cost = 16 * cycles_ * (d.a_start[p.groups] / 16 * d.qd / 64 + 4 * p.groups * d.qd);

@@ -13,10 +13,11 @@ Environment:
         does not), ``tf`` (never build; the TF/XLA formulation).
     TFXBAR_CACHE: cache directory (default ``~/.cache/tfxbar``).
     CXX: the C++ compiler (default ``g++``).
-    TFXBAR_KERNEL_METHOD: how the kernel forms partial sums: ``auto`` (default: dense AMX int8
-        tiles where the CPU, the OS and the build allow it and every cell fits a byte, else
-        sparse), ``sparse`` (16/32-bit vector adds of the rows whose plane bit is set; any CPU),
-        ``dense`` (AMX or an error). The results are identical; this exists to compare them.
+    TFXBAR_KERNEL_METHOD: how the kernel forms partial sums: ``sparse`` (16/32-bit vector adds
+        of the rows whose plane bit is set; any CPU) or ``dense`` (AMX int8 tiles: needs the
+        CPU, the OS and the build to allow them and cells of at most 8 bits, else the op
+        fails); ``auto`` (default) is sparse for now: in the benchmark the dense path's speed
+        varies from round to round (docs/benchmarks.md). The results are identical.
 """
 
 from __future__ import annotations
