@@ -7,7 +7,8 @@ CIFAR-10: copies a trained W4A3 ResNet-20 (``--model``, from
 Either way it writes to `--out`: ``model.keras``, ``data.npz`` (the first `--test` test images as
 uint8 codes, and labels: the sweep calibrates the ADC steps on the first `representative` of them
 and measures on all) and ``train.npz`` (the first `--finetune-train` training images: what the
-sweep's fine-tunes train on). Then
+sweep's fine-tunes train on); with `--validation` also ``val.npz`` (the last training images,
+which neither the model nor the fine-tunes saw: for choosing a fine-tune recipe). Then
 
     tfxbar sweep docs/sweeps/p4_mnist.json --workers 2
 
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500, help="test images the sweep measures on")
     parser.add_argument("--finetune-train", type=int, default=4000,
                         help="training images the sweep's fine-tunes may use (train.npz)")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="also write val.npz: the last N training images (held out from the "
+                             "fine-tunes; choose a fine-tune recipe on them, not on the test images)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -76,8 +80,14 @@ def main() -> None:
     np.savez(os.path.join(args.out, "data.npz"), x=x_test[:args.test], y=y_test[:args.test])
     x_train, y_train = datasets.load(args.dataset, f"train[:{args.finetune_train}]")
     np.savez(os.path.join(args.out, "train.npz"), x=x_train, y=y_train)
+    if args.validation:
+        # The last training images: examples/common.py's validation split, unseen by the CIFAR-10
+        # model's training (its first 45,000) and by the fine-tunes (the first --finetune-train).
+        x_val, y_val = datasets.load(args.dataset, f"train[-{args.validation}:]")
+        np.savez(os.path.join(args.out, "val.npz"), x=x_val, y=y_val)
     print(f"wrote {args.out}/model.keras, data.npz ({args.test} test images) and train.npz "
-          f"({args.finetune_train} training images)")
+          f"({args.finetune_train} training images)"
+          + (f", val.npz (the last {args.validation} training images)" if args.validation else ""))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,8 @@ def _settings(files: dict[str, str], **changes: object) -> dict:
     return {"model": files["model"], "data": files["data"], "trials": 2, "seed": 0, "representative": 16,
             "adc_range": "calibrated", "finetune_data": files["train"], "finetune_epochs": 1,
             "finetune_steps": 2, "finetune_lr": 3e-3, "finetune_batch_size": 16,
-            "finetune_batchnorm": "frozen", **changes}
+            "finetune_batchnorm": "frozen", "finetune_optimizer": "adam", "finetune_schedule": "constant",
+            "finetune_augment": "none", **changes}
 
 
 def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
@@ -126,7 +127,8 @@ def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
     assert shifts and all(np.array_equal(aware_program.arrays[k], program.arrays[k]) for k in shifts)
     assert fields == {**fields, "finetune_epochs": 1, "finetune_steps": 2, "finetune_lr": 3e-3,
                       "finetune_batch_size": 16, "finetune_batchnorm": "frozen", "finetune_data": "t.npz",
-                      "finetune_seed": 0,
+                      "finetune_optimizer": "adam", "finetune_schedule": "constant",
+                      "finetune_augment": "none", "finetune_seed": 0,
                       "finetune_examples": 32}
     # Seeded: the same fine-tune again gives the same weights.
     again, _, _ = finetune("qat", program, config, settings)
@@ -137,6 +139,32 @@ def test_finetune_trains_a_fresh_copy_and_keeps_the_adc_steps(files) -> None:
     assert moving(base)
     assert all(np.array_equal(a, b) for a, b in zip(moving(base), moving(aware), strict=True))
     assert any(not np.array_equal(a, b) for a, b in zip(moving(base), moving(trained_bn), strict=True))
+
+
+def test_finetune_recipe_sgd_cosine_and_crop_flip(files, tmp_path) -> None:
+    base, x, _ = sweep_point._setup(files["model"], files["data"])
+    config = tfxbar.ConverterConfig(dac_bits=8, adc_bits=4, adc_range="calibrated",
+                                    representative_data=x[:16])
+    program = tfxbar.CrossbarConverter(base, config).convert()
+    recipe = _settings(files, finetune_optimizer="sgd", finetune_schedule="cosine", finetune_lr=0.05)
+    plain, _, _ = finetune("qat", program, config, recipe)
+    augmented, _, fields = finetune("qat", program, config, {**recipe, "finetune_augment": "crop_flip"})
+    again, _, _ = finetune("qat", program, config, {**recipe, "finetune_augment": "crop_flip"})
+    adam, _, _ = finetune("qat", program, config, _settings(files, finetune_lr=0.05))
+    assert fields["finetune_optimizer"] == "sgd" and fields["finetune_augment"] == "crop_flip"
+    assert type(plain.optimizer).__name__ == "SGD" and type(adam.optimizer).__name__ == "Adam"
+    # Cosine decay reaches 0 at the fine-tune's last step (2 batches of 16 examples).
+    schedule = plain.optimizer.get_config()["learning_rate"]
+    assert int(plain.optimizer.iterations) == 2
+    assert schedule["class_name"] == "CosineDecay" and schedule["config"]["decay_steps"] == 2
+    differ = lambda a, b: any(not np.array_equal(u, v)  # noqa: E731
+                              for u, v in zip(a.get_weights(), b.get_weights(), strict=True))
+    # Augmentation changes what is learnt, seeded: the same crops and flips again.
+    assert differ(plain, augmented) and differ(plain, adam) and not differ(augmented, again)
+    flat = str(tmp_path / "flat.npz")
+    np.savez(flat, x=np.zeros((32, 144), np.uint8), y=np.zeros(32, np.int64))
+    with pytest.raises(ValueError, match=r"crop_flip' needs \(N, H, W, C\) images.*\(32, 144\)"):
+        finetune("qat", program, config, {**recipe, "finetune_augment": "crop_flip", "finetune_data": flat})
 
 
 def test_finetune_axis_rows_record_settings_and_resume(files, monkeypatch) -> None:
@@ -169,6 +197,18 @@ def test_finetune_axis_rows_record_settings_and_resume(files, monkeypatch) -> No
                     finetune_lr=0.01, finetune_epochs=2)
     with pytest.raises(ValueError, match="finetune_lr=0.05"):
         sweep(other, verbose=0)
+    sgd = _config(files, "f", grid, finetune_data="zeros.npz", finetune_steps=4, finetune_batch_size=16,
+                  finetune_lr=0.05, finetune_epochs=2, finetune_optimizer="sgd")
+    with pytest.raises(ValueError, match="finetune_optimizer='adam'"):
+        sweep(sgd, verbose=0)
+    # A table from before the recipe fields existed: its rows used the defaults, so it resumes.
+    old = [{k: v for k, v in row.items() if k not in ("finetune_optimizer", "finetune_schedule",
+                                                      "finetune_augment")} for row in read_rows(config.table)]
+    write_rows(config.table, old)
+    calls.clear()
+    assert len(sweep(config, verbose=0)) == 4 and not calls
+    with pytest.raises(ValueError, match="finetune_optimizer=None"):
+        sweep(sgd, verbose=0)
 
 
 def test_parquet_table_round_trip_and_resume(files, monkeypatch, tmp_path) -> None:
@@ -233,6 +273,9 @@ def test_unknown_axes_are_refused() -> None:
     ({"finetune_lr": "fast"}, "finetune_lr must be a positive number"),
     ({"finetune_epochs": 0}, "finetune_epochs must be a positive integer"),
     ({"finetune_batchnorm": "moving"}, "finetune_batchnorm must be one of"),
+    ({"finetune_optimizer": "rmsprop"}, "finetune_optimizer must be one of"),
+    ({"finetune_schedule": "step"}, "finetune_schedule must be one of"),
+    ({"finetune_augment": "flip"}, "finetune_augment must be one of"),
     ({"finetune_steps": 2.5}, "finetune_steps must be a positive integer or null"),
     ({"finetune_batch_size": True}, "finetune_batch_size must be a positive integer"),
     ({"trials": -1}, "trials must be a positive integer"),

@@ -10,7 +10,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["AXES", "FINETUNE_BATCHNORM", "FINETUNE_FIELDS", "FINETUNE_KINDS", "SweepConfig", "point_id"]
+__all__ = ["AXES", "FINETUNE_AUGMENT", "FINETUNE_BATCHNORM", "FINETUNE_FIELDS", "FINETUNE_KINDS",
+           "FINETUNE_OPTIMIZERS", "FINETUNE_SCHEDULES", "SweepConfig", "point_id"]
 
 #: Grid axes: converter options (`ConverterConfig` fields), the device σ of the chips and the
 #: fine-tune of the model before conversion.
@@ -23,11 +24,23 @@ FINETUNE_KINDS = ("none", "qat", "adc_aware")
 #: Config fields of the fine-tunes; every fine-tuned row records them (and a resumed sweep
 #: refuses a table whose fine-tuned rows were made with other values).
 FINETUNE_FIELDS = ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size",
-                   "finetune_batchnorm", "finetune_data", "seed")
+                   "finetune_batchnorm", "finetune_optimizer", "finetune_schedule", "finetune_augment",
+                   "finetune_data", "seed")
 
 #: Batch norm during fine-tunes: ``"frozen"`` (inference mode: moving statistics, fixed γ / β)
 #: or ``"train"`` (Keras' default: batch statistics, moving averages updated).
 FINETUNE_BATCHNORM = ("frozen", "train")
+
+#: Fine-tune optimizers: Adam, or SGD with Nesterov momentum 0.9 (steps proportional to the
+#: gradient: weights with small gradients stay on their side of a rounding threshold).
+FINETUNE_OPTIMIZERS = ("adam", "sgd")
+
+#: Learning-rate schedules: constant, or cosine decay to 0 over the fine-tune's steps.
+FINETUNE_SCHEDULES = ("constant", "cosine")
+
+#: Training-image augmentation: none, or a random crop of the image zero-padded by 4 pixels and a
+#: random horizontal flip (the usual CIFAR-10 recipe; not for digits).
+FINETUNE_AUGMENT = ("none", "crop_flip")
 
 
 def _key_value(value: Any) -> Any:
@@ -88,13 +101,20 @@ class SweepConfig:
         finetune_epochs: epochs of every fine-tune.
         finetune_steps: batches per epoch (the first ``finetune_steps · finetune_batch_size``
             examples of `finetune_data`); None: all of them.
-        finetune_lr: Adam learning rate of the fine-tunes.
+        finetune_lr: (initial) learning rate of the fine-tunes.
         finetune_batch_size: fine-tune batch size.
         finetune_batchnorm: ``"frozen"``: batch-norm layers run in inference mode while
             fine-tuning, so the training forward pass is the deployed one (in hardware mode the
             batch statistics of ADC-distorted partial sums differ from the moving averages a
             short fine-tune leaves, and the trained weights then fit statistics the deployed
             model does not use); ``"train"``: Keras' default.
+        finetune_optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9). Adam moves every
+            weight by about the learning rate per step whatever its gradient, which flips low-bit
+            codes of a converged model at their rounding thresholds; SGD moves them in proportion.
+        finetune_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the last step, as a
+            QAT schedule ends).
+        finetune_augment: ``"none"`` or ``"crop_flip"`` (4-pixel padded random crops and
+            horizontal flips of ``(N, H, W, C)`` images, as CIFAR-10 training does).
 
     Raises:
         ValueError: a field is invalid; the message names it.
@@ -118,6 +138,9 @@ class SweepConfig:
     finetune_lr: float = 3e-4
     finetune_batch_size: int = 64
     finetune_batchnorm: str = "frozen"
+    finetune_optimizer: str = "adam"
+    finetune_schedule: str = "constant"
+    finetune_augment: str = "none"
 
     def __post_init__(self) -> None:
         grids = self.grid if isinstance(self.grid, list) else [self.grid]
@@ -145,6 +168,12 @@ class SweepConfig:
         if self.finetune_batchnorm not in FINETUNE_BATCHNORM:
             raise ValueError("sweep config field finetune_batchnorm must be one of "
                              f"{list(FINETUNE_BATCHNORM)}, got {self.finetune_batchnorm!r}")
+        for name, allowed in (("finetune_optimizer", FINETUNE_OPTIMIZERS),
+                              ("finetune_schedule", FINETUNE_SCHEDULES),
+                              ("finetune_augment", FINETUNE_AUGMENT)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"sweep config field {name} must be one of {list(allowed)}, "
+                                 f"got {getattr(self, name)!r}")
         if self.finetunes and not self.finetune_data:
             raise ValueError("sweep config field finetune_data is required when grid.finetune has "
                              "'qat' or 'adc_aware': an .npz with x (input codes) and y (labels) to train on")

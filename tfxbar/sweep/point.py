@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from tfxbar.sweep.grid import FINETUNE_FIELDS
+
 __all__ = ["evaluate_point", "finetune"]
 
 _CACHE: dict[str, Any] = {}
@@ -50,6 +52,38 @@ def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
     return _TRAIN_CACHE[path]
 
 
+def _optimizer(settings: dict[str, Any], steps: int) -> Any:
+    """The fine-tune's optimizer and learning-rate schedule (`SweepConfig` fields)."""
+    import tf_keras as keras
+
+    lr = settings["finetune_lr"]
+    if settings["finetune_schedule"] == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, steps)
+    if settings["finetune_optimizer"] == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.Adam(lr)
+
+
+def _crop_flip(x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> Any:
+    """Seeded shuffled batches of 4-pixel zero-padded random crops and random horizontal flips."""
+    import tensorflow as tf
+
+    if x.ndim != 4:
+        raise ValueError("finetune_augment 'crop_flip' needs (N, H, W, C) images, the fine-tune data "
+                         f"has shape {x.shape}; use finetune_augment 'none'")
+    rng = tf.random.Generator.from_seed(seed)
+
+    def augment(image: Any, label: Any) -> tuple[Any, Any]:
+        seeds = rng.make_seeds(2)
+        padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seeds[:, 0])
+        return tf.image.stateless_random_flip_left_right(image, seed=seeds[:, 1]), label
+
+    # One map call at a time: the generator's draws, and so the crops, follow the seed.
+    return (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+            .map(augment).batch(batch).prefetch(tf.data.AUTOTUNE))
+
+
 def finetune(kind: str, program: Any, config: Any,
              settings: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune a fresh copy of the sweep's model for one point and convert it for deployment.
@@ -59,7 +93,8 @@ def finetune(kind: str, program: Any, config: Any,
     of `program` installed (forward through the point's tiles, DACs, ADCs and accumulator,
     straight-through gradients) and deploys with the ADC steps it was trained against
     (`tfxbar.hardware.with_adc_steps`). ``settings["finetune_batchnorm"]`` ``"frozen"`` runs
-    batch norm in inference mode while training (see `SweepConfig`). Seeded with
+    batch norm in inference mode while training; optimizer, schedule and augmentation follow
+    ``finetune_optimizer`` / ``finetune_schedule`` / ``finetune_augment`` (see `SweepConfig`). Seeded with
     ``settings["seed"]``: both kinds see the same batches. The model is read from its file
     again, so the sweep's cached model is never changed.
 
@@ -99,21 +134,23 @@ def finetune(kind: str, program: Any, config: Any,
             inner = getattr(layer, "layer", layer)   # inside a QuantizeWrapper
             if isinstance(inner, keras.layers.BatchNormalization):
                 inner.trainable = False
+    batch, epochs = settings["finetune_batch_size"], settings["finetune_epochs"]
+    steps = epochs * -(-len(x) // batch)
     # tfxbar models end in logits (as tfxbar.models and the examples' training).
-    model.compile(keras.optimizers.Adam(settings["finetune_lr"]),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    fit = {"batch_size": settings["finetune_batch_size"], "epochs": settings["finetune_epochs"], "verbose": 0}
+    model.compile(_optimizer(settings, steps), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if settings["finetune_augment"] == "crop_flip":
+        data, fit = (_crop_flip(xf, y, batch, settings["seed"]),), {"epochs": epochs, "verbose": 0}
+    else:
+        data, fit = (xf, y), {"batch_size": batch, "epochs": epochs, "verbose": 0}
     if kind == "adc_aware":
         with HardwareMode(model, program=program):
-            history = model.fit(xf, y, **fit)
+            history = model.fit(*data, **fit)
     else:
-        history = model.fit(xf, y, **fit)
+        history = model.fit(*data, **fit)
     deployed = tfxbar.CrossbarConverter(model, config).convert()
     if kind == "adc_aware":
         deployed = with_adc_steps(deployed, program)
-    fields = {k: settings[k]
-              for k in ("finetune_epochs", "finetune_steps", "finetune_lr", "finetune_batch_size",
-                        "finetune_batchnorm")}
+    fields = {k: settings[k] for k in FINETUNE_FIELDS if k not in ("finetune_data", "seed")}
     fields.update(finetune_data=os.path.basename(settings["finetune_data"]), finetune_seed=settings["seed"],
                   finetune_examples=len(x), finetune_loss=float(history.history["loss"][-1]),
                   finetune_seconds=round(time.perf_counter() - start, 1))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Iterator
 from typing import Any
 
-from tfxbar.sweep.grid import SweepConfig, point_id
+from tfxbar.sweep.grid import FINETUNE_FIELDS, SweepConfig, point_id
 from tfxbar.sweep.point import evaluate_point
 from tfxbar.sweep.table import cell_value, plot_pareto, read_rows, write_rows
 
@@ -88,10 +89,7 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     todo = [p for p in config.points() if point_id(p, axes) not in done]
     settings = {"model": config.model, "data": config.data, "trials": config.trials, "seed": config.seed,
                 "representative": config.representative, "adc_range": config.adc_range,
-                "finetune_data": config.finetune_data, "finetune_epochs": config.finetune_epochs,
-                "finetune_steps": config.finetune_steps, "finetune_lr": config.finetune_lr,
-                "finetune_batch_size": config.finetune_batch_size,
-                "finetune_batchnorm": config.finetune_batchnorm}
+                **{name: getattr(config, name) for name in FINETUNE_FIELDS if name != "seed"}}
     progbar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="point")
     if todo:
         if workers is None:
@@ -110,11 +108,14 @@ def _check_finetunes(rows: list[dict[str, Any]], config: SweepConfig) -> None:
     """Refuse to resume over fine-tuned rows made with other fine-tune settings (they would be
     skipped as done, and the table would mix two recipes)."""
     expected = config.finetune_settings()
+    defaults = {f.name: f.default for f in dataclasses.fields(SweepConfig)}
     for row in rows:
         if cell_value(row.get("finetune")) in (None, "none"):
             continue
         for field, value in expected.items():
             got = cell_value(row.get(field))
+            if got is None and field not in row and value == defaults.get(field):
+                continue   # a table from before the field existed: its rows used the default
             if got != value and str(got) != str(value):
                 point = {a: cell_value(row.get(a)) for a in config.axes}
                 raise ValueError(f"sweep table {config.table}: the row {point} was fine-tuned with "
