@@ -18,7 +18,10 @@ is modelled. Side by side in one run, interleaved over `--rounds` in a rotated o
 - the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
   ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
-  8-bit layers, without DAC cycles, ADCs or tiles.
+  8-bit layers, without DAC cycles, ADCs or tiles;
+- the crossbar products alone (native ops of the first native method; XLA for a crossbar the
+  kernel leaves out), called with the arguments the hardware mode's layers pass them for the
+  same images: their rate over the hardware mode's is the share of its time spent in them.
 
 Each Keras row runs its own copy of the model (loaded from one file), so no mode is installed or
 removed between rounds. Prints the median images/s, the ratios, the top-1 agreement of the
@@ -44,6 +47,31 @@ from interpreter_throughput import _run_tflite, _tflite, _tflite_model, cpu_flag
 import tfxbar  # noqa: E402
 from tfxbar import datasets  # noqa: E402
 from tfxbar.hardware import HardwareMode, native  # noqa: E402
+
+
+def _kernels_alone(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch: int):  # noqa: ANN202
+    """A run of only the crossbar products of `mode` (native ops, or XLA where the kernel does
+    not apply), with the arguments its layers pass them, computed beforehand for every batch of
+    `x`: the rest of the hardware mode's time is the model's own layers around the crossbars."""
+    crossbars = list(mode.crossbars.values())
+    taps = keras.Model(model.inputs, [c.kernel.wrapper.input for c in crossbars])
+    calls = []
+    for start in range(0, len(x), batch):
+        inputs = taps(x[start:start + batch])
+        for crossbar, tensor in zip(crossbars, inputs, strict=True):
+            step = tf.cast(crossbar.input_step(), tf.float32)
+            w, scale, offset = crossbar.parts()
+            a = tf.cast(step * scale, tf.float64) * 2.0 ** -crossbar.layout.offset_shift
+            if crossbar.simulation.uses_native:
+                calls.append((crossbar._native, (tf.round(tensor / step), w, offset, a)))  # noqa: SLF001
+            else:   # a crossbar the native kernel leaves to XLA (e.g. one whose ADCs are exact)
+                calls.append((crossbar.accumulate, (tf.round(tensor / step),)))
+
+    def run() -> None:
+        for function, arguments in calls:
+            function(*arguments)
+    run()   # traces
+    return run
 
 
 def main() -> None:
@@ -108,6 +136,9 @@ def main() -> None:
         "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
         "Keras quantized model, no hardware mode (ceiling)": (keras_run("ideal"), n_hw),
         "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)})
+    kernel_method = names[0]
+    runs[f"crossbar kernels alone ({kernel_method}; share of the hardware mode)"] = (
+        _kernels_alone(modes[kernel_method], copies[kernel_method], xf_hw, args.batch), n_hw)
     rates, load = rotated_rounds(runs, args.rounds)
     for mode in modes.values():
         mode.remove()
@@ -127,6 +158,10 @@ def main() -> None:
     # kernel methods alike), which moves a median of few rounds more than the engines differ.
     best = {k: max(v) for k, v in rates.items()}
     best_base = best["interpreter, modelled hardware"]
+    kernels = next(k for k in median if k.startswith("crossbar kernels alone"))
+    hardware = f"Keras hardware mode, native engine ({kernel_method})"
+    print(f"crossbar kernels: {median[hardware] / median[kernels]:.0%} of the {kernel_method} hardware "
+          "mode's time (median rounds); the rest is the model's layers around them")
     print(f"| engine | img/s (median of {args.rounds}) | vs interpreter (modelled) | vs TFLite int8 | "
           "best round img/s | best vs best interpreter |")
     print("|---|---|---|---|---|---|")
