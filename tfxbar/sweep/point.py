@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -142,10 +143,7 @@ def finetune(kind: str, program: Any, config: Any,
         data, fit = (_crop_flip(xf, y, batch, settings["seed"]),), {"epochs": epochs, "verbose": 0}
     else:
         data, fit = (xf, y), {"batch_size": batch, "epochs": epochs, "verbose": 0}
-    if kind == "adc_aware":
-        with HardwareMode(model, program=program):
-            history = model.fit(*data, **fit)
-    else:
+    with HardwareMode(model, program=program) if kind == "adc_aware" else contextlib.nullcontext():
         history = model.fit(*data, **fit)
     deployed = tfxbar.CrossbarConverter(model, config).convert()
     if kind == "adc_aware":
