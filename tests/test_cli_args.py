@@ -86,6 +86,8 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str], work: dict[str, 
      "--representative-split: representative data is only used with --adc-range calibrated"),
     (["export", "{model}", "-o", "{dir}/o.xbar", "--adc-range", "calibrated", "--adc-bits", "6"],
      "--adc-range calibrated needs --representative-dataset NAME or --representative-inputs FILE.npy"),
+    (["export", "{model}", "-o", "{dir}/o.xbar", "--adc-range", "mse", "--adc-bits", "4"],
+     "--adc-range mse needs --representative-dataset NAME or --representative-inputs FILE.npy"),
     # usage errors are one line too
     (["run", "{prog}", "--mode", "fast"], "argument --mode: invalid choice: 'fast'"),
 ])

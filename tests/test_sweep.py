@@ -211,6 +211,23 @@ def test_finetune_axis_rows_record_settings_and_resume(files, monkeypatch) -> No
         sweep(sgd, verbose=0)
 
 
+def test_adc_range_axis_rows_record_the_policy_and_resume_is_checked(files, monkeypatch) -> None:
+    calls = []
+    _in_process(monkeypatch, calls)
+    grid = {"adc_bits": [3], "dac_bits": [1], "adc_range": ["calibrated", "mse"]}
+    rows = {r["adc_range"]: r for r in sweep(_config(files, "r", grid), verbose=0)}
+    assert set(rows) == {"calibrated", "mse"} and [p["adc_range"] for p in calls] == ["calibrated", "mse"]
+    assert rows["mse"]["energy_pj"] == rows["calibrated"]["energy_pj"]   # same tiles and ADCs
+    # Without the axis every row records the config's policy; resuming its table with another
+    # policy is refused (the rows would be skipped as done and the table would mix two policies).
+    calls.clear()
+    plain = _config(files, "s", {"adc_bits": [3], "dac_bits": [1]})
+    assert [r["adc_range"] for r in sweep(plain, verbose=0)] == ["calibrated"] and len(calls) == 1
+    mse = _config(files, "s", {"adc_bits": [3], "dac_bits": [1]}, adc_range="mse")
+    with pytest.raises(ValueError, match="converted with adc_range='calibrated'.*adc_range='mse'"):
+        sweep(mse, verbose=0)
+
+
 def test_parquet_table_round_trip_and_resume(files, monkeypatch, tmp_path) -> None:
     pytest.importorskip("pyarrow")
     rows = [{"adc_bits": 3, "sigma": 0, "finetune": "none", "accuracy_hardware": 0.5},
@@ -269,6 +286,8 @@ def test_unknown_axes_are_refused() -> None:
 @pytest.mark.parametrize(("fields", "message"), [
     ({"grid": {"finetune": ["qat"]}}, "finetune_data is required"),
     ({"grid": {"finetune": ["aware"]}}, "grid.finetune: unknown values"),
+    ({"adc_range": "peak"}, "adc_range must be one of"),
+    ({"grid": {"adc_range": ["peak"]}}, "grid.adc_range: unknown values"),
     ({"finetune_lr": 0}, "finetune_lr must be a positive number"),
     ({"finetune_lr": "fast"}, "finetune_lr must be a positive number"),
     ({"finetune_epochs": 0}, "finetune_epochs must be a positive integer"),

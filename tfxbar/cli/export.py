@@ -12,7 +12,7 @@ import numpy as np
 
 from tfxbar.cli import EXIT_OK, CommandError
 from tfxbar.cli._common import add_data_arguments, data_options_given
-from tfxbar.export.config import ACCUMULATOR_MODES, ADC_RANGES, MAPPINGS, ConverterConfig
+from tfxbar.export.config import ACCUMULATOR_MODES, ADC_RANGES, DATA_ADC_RANGES, MAPPINGS, ConverterConfig
 
 __all__ = ["register"]
 
@@ -59,10 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="input bits per DAC cycle (default auto: the whole input in one cycle)")
     hw.add_argument("--adc-bits", type=_int_or_auto, default=default.adc_bits, metavar="BITS",
                     help="ADC resolution per tile column (default auto: lossless, as many bits as the "
-                         "worst-case partial sum needs; required by --adc-range clip and calibrated)")
+                         "worst-case partial sum needs; required by --adc-range clip, calibrated and mse)")
     hw.add_argument("--adc-range", choices=ADC_RANGES, default=default.adc_range,
                     help="lossless: never clips; clip: unit step, saturates at 2^adc_bits - 1; calibrated: "
-                         "a power-of-two step per column from the representative data below "
+                         "a power-of-two step per column that holds the largest partial sum of the "
+                         "representative data below; mse: the power-of-two step per column with the least "
+                         "squared ADC error on that data (clips rare peaks; for 3-5-bit ADCs) "
                          f"(default {default.adc_range})")
     hw.add_argument("--accumulator-bits", type=int, default=default.accumulator_bits, metavar="BITS",
                     help=f"width of the signed digital accumulator (default {default.accumulator_bits})")
@@ -70,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="what the accumulator does on overflow in hardware mode "
                          f"(default {default.accumulator_mode})")
     add_data_arguments(parser, prefix="representative-", split=REPRESENTATIVE_SPLIT,
-                       title="representative data (only with --adc-range calibrated)")
+                       title="representative data (only with --adc-range calibrated or mse)")
     parser.set_defaults(handler=run)
     return parser
 
@@ -98,14 +100,14 @@ def _flag_names(message: str) -> str:
 def _config(args: argparse.Namespace) -> ConverterConfig:
     """The converter options, validated before the model loads; errors name the CLI flags."""
     data = data_options_given(args, "representative-")
-    if args.adc_range == "calibrated":
+    if args.adc_range in DATA_ADC_RANGES:
         if not (args.representative_dataset or args.representative_inputs):
-            raise CommandError(f"--adc-range calibrated needs {_DATA_FLAGS}")
+            raise CommandError(f"--adc-range {args.adc_range} needs {_DATA_FLAGS}")
         if args.representative_inputs and not os.path.isfile(args.representative_inputs):
             raise CommandError(f"--representative-inputs: no such file: {args.representative_inputs}")
     elif data:
         raise CommandError(f"{', '.join(data)}: representative data is only used with --adc-range "
-                           "calibrated; add --adc-range calibrated --adc-bits N or drop the option")
+                           "calibrated or mse; add --adc-range calibrated --adc-bits N or drop the option")
     if args.adc_range != "lossless" and args.adc_bits is None:
         raise CommandError(f"--adc-range {args.adc_range} needs --adc-bits N")
     config = ConverterConfig(
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CommandError(f"cannot load model {args.model}: {exc}".splitlines()[0]) from None
     loaded = time.perf_counter()
-    if config.adc_range == "calibrated":
+    if config.adc_range in DATA_ADC_RANGES:
         # The program's input quantizer decides what codes the representative images become.
         shape = [int(d) for d in model.input_shape[1:]]
         probe = dataclasses.replace(config, representative_data=np.zeros((1, *shape), np.uint8))

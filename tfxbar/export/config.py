@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["ADC_RANGES", "ACCUMULATOR_MODES", "MAPPINGS", "ConverterConfig"]
+__all__ = ["ADC_RANGES", "ACCUMULATOR_MODES", "DATA_ADC_RANGES", "MAPPINGS", "ConverterConfig"]
 
 #: Weight mappings: ``auto`` follows the quantizer's cell view.
 MAPPINGS = ("auto", "differential", "offset", "bit_sliced")
 #: ADC range policies.
-ADC_RANGES = ("lossless", "clip", "calibrated")
+ADC_RANGES = ("lossless", "clip", "calibrated", "mse")
+#: ADC range policies whose steps are chosen on representative data.
+DATA_ADC_RANGES = ("calibrated", "mse")
 #: What the digital accumulator does when a sum leaves its range.
 ACCUMULATOR_MODES = ("saturate", "wrap")
 
@@ -36,10 +38,13 @@ class ConverterConfig:
             worst-case partial sum needs.
         adc_range: ``"lossless"`` (never clips), ``"clip"`` (unit step, saturates at
             2^adc_bits − 1), ``"calibrated"`` (a power-of-two step per tile column chosen on
-            `representative_data` so the largest observed partial sum fits).
+            `representative_data` so the largest observed partial sum fits) or ``"mse"`` (the
+            power-of-two step per tile column with the least squared ADC error on
+            `representative_data`, clipping rare peaks to round common sums more finely; better
+            for 3–5-bit ADCs, see `tfxbar.export.passes.calibrate_adc`).
         accumulator_bits: width of the signed digital accumulator.
         accumulator_mode: ``"saturate"`` or ``"wrap"`` on overflow (hardware mode).
-        representative_data: uint8/integer input codes for ``"calibrated"`` ADC ranges.
+        representative_data: uint8/integer input codes for ``"calibrated"`` and ``"mse"`` ADC ranges.
 
     Raises:
         ValueError: on an invalid option (by `validate`).
@@ -74,8 +79,8 @@ class ConverterConfig:
             raise ValueError(f"adc_bits must be None or an int in 1..32, got {self.adc_bits!r}")
         if self.adc_range != "lossless" and self.adc_bits is None:
             raise ValueError(f"adc_range={self.adc_range!r} needs adc_bits")
-        if self.adc_range == "calibrated" and self.representative_data is None:
-            raise ValueError("adc_range='calibrated' needs representative_data (input codes)")
+        if self.adc_range in DATA_ADC_RANGES and self.representative_data is None:
+            raise ValueError(f"adc_range={self.adc_range!r} needs representative_data (input codes)")
         if not isinstance(self.accumulator_bits, int) or not 2 <= self.accumulator_bits <= 64:
             raise ValueError(f"accumulator_bits must be an int in 2..64, got {self.accumulator_bits!r}")
         if self.accumulator_mode not in ACCUMULATOR_MODES:

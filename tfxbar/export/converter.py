@@ -18,7 +18,7 @@ import tf_keras as keras
 
 from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
-from tfxbar.export.config import ConverterConfig
+from tfxbar.export.config import DATA_ADC_RANGES, ConverterConfig
 from tfxbar.export.errors import ConversionError
 from tfxbar.export.format import Program
 from tfxbar.export.handlers import LayerContext, handler_for
@@ -155,10 +155,10 @@ class CrossbarConverter:
         graph = self.lower()
         for compiler_pass in self.passes:
             graph = compiler_pass(graph)
-        if self.config.adc_range == "calibrated":
+        if self.config.adc_range in DATA_ADC_RANGES:
             from tfxbar.export.passes.calibrate_adc import calibrate_adc
 
-            graph = calibrate_adc(graph, self.config.representative_data)
+            graph = calibrate_adc(graph, self.config.representative_data, self.config.adc_range)
         from tfxbar import __version__
 
         return write_program(graph, producer=f"tfxbar {__version__}")

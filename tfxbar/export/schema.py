@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tfxbar.export.config import ADC_RANGES
 from tfxbar.export.errors import FormatError
 from tfxbar.export.schema_arrays import expected_arrays
 
@@ -167,7 +168,7 @@ def _check_options(options: Any) -> None:
     for key in ("cell_bits", "dac_bits", "adc_bits"):
         if options[key] is not None:
             _int(options[key], f"options.{key}", 1, 32)
-    _choice(options["adc_range"], "options.adc_range", ("lossless", "clip", "calibrated"))
+    _choice(options["adc_range"], "options.adc_range", ADC_RANGES)
     _int(options["accumulator_bits"], "options.accumulator_bits", 2, 64)
     _choice(options["accumulator_mode"], "options.accumulator_mode", ("saturate", "wrap"))
 
@@ -280,7 +281,7 @@ def _check_crossbar(attrs: dict, a: str, in_shape: list[int], top: int | None, o
     dac = _int(attrs["dac_bits"], f"{a}.dac_bits", 1, input_bits)
     if _int(attrs["dac_cycles"], f"{a}.dac_cycles", 1) != -(-input_bits // dac):
         _fail(f"{a}.dac_cycles", "must be ceil(input_bits / dac_bits)")
-    adc_range = _choice(attrs["adc_range"], f"{a}.adc_range", ("lossless", "clip", "calibrated"))
+    adc_range = _choice(attrs["adc_range"], f"{a}.adc_range", ADC_RANGES)
     adc_bits = _int(attrs["adc_bits"], f"{a}.adc_bits", 1, 62)
     lossless_bits = _int(attrs["adc_bits_lossless"], f"{a}.adc_bits_lossless", 1, 62)
     if adc_range == "lossless" and lossless_bits > adc_bits:

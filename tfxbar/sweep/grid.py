@@ -10,13 +10,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from tfxbar.export.config import ADC_RANGES
+
 __all__ = ["AXES", "FINETUNE_AUGMENT", "FINETUNE_BATCHNORM", "FINETUNE_FIELDS", "FINETUNE_KINDS",
            "FINETUNE_OPTIMIZERS", "FINETUNE_SCHEDULES", "SweepConfig", "point_id"]
 
 #: Grid axes: converter options (`ConverterConfig` fields), the device σ of the chips and the
 #: fine-tune of the model before conversion.
-AXES = ("adc_bits", "dac_bits", "tile_size", "cell_bits", "weight_mapping", "sigma", "accumulator_bits",
-        "finetune")
+AXES = ("adc_bits", "adc_range", "dac_bits", "tile_size", "cell_bits", "weight_mapping", "sigma",
+        "accumulator_bits", "finetune")
 
 #: Values of the ``finetune`` axis: none; plain QAT (ideal crossbars); ADC-aware (hardware mode).
 FINETUNE_KINDS = ("none", "qat", "adc_aware")
@@ -95,7 +97,9 @@ class SweepConfig:
         trials: chips per point when σ > 0.
         seed: seed of the chips and of the fine-tunes (initial shuffles, dropout).
         representative: calibration images.
-        adc_range: ADC range policy of every point (``"calibrated"`` needs nothing more).
+        adc_range: ADC range policy of every point with `adc_bits` (``"calibrated"`` or
+            ``"mse"``: steps chosen on the `representative` images; they need nothing more),
+            unless the grid has an ``adc_range`` axis. Every row records the policy it used.
         finetune_data: ``.npz`` with ``x`` (input codes, as `data`) and ``y`` the fine-tunes train
             on; required when the grid has ``"qat"`` or ``"adc_aware"``.
         finetune_epochs: epochs of every fine-tune.
@@ -157,6 +161,9 @@ class SweepConfig:
             bad = [v for v in grid.get("finetune", []) if v not in FINETUNE_KINDS]
             if bad:
                 raise ValueError(f"grid.finetune: unknown values {bad}; use {list(FINETUNE_KINDS)}")
+            bad = [v for v in grid.get("adc_range", []) if v not in ADC_RANGES]
+            if bad:
+                raise ValueError(f"grid.adc_range: unknown values {bad}; use {list(ADC_RANGES)}")
         for name in ("trials", "representative", "finetune_epochs", "finetune_batch_size"):
             _positive_int(name, getattr(self, name))
         _positive_int("finetune_steps", self.finetune_steps, optional=True)
@@ -168,7 +175,7 @@ class SweepConfig:
         if self.finetune_batchnorm not in FINETUNE_BATCHNORM:
             raise ValueError("sweep config field finetune_batchnorm must be one of "
                              f"{list(FINETUNE_BATCHNORM)}, got {self.finetune_batchnorm!r}")
-        for name, allowed in (("finetune_optimizer", FINETUNE_OPTIMIZERS),
+        for name, allowed in (("adc_range", ADC_RANGES), ("finetune_optimizer", FINETUNE_OPTIMIZERS),
                               ("finetune_schedule", FINETUNE_SCHEDULES),
                               ("finetune_augment", FINETUNE_AUGMENT)):
             if getattr(self, name) not in allowed:

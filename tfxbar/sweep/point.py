@@ -181,7 +181,8 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     options = {k: v for k, v in point.items() if k not in ("tile_size", "sigma", "finetune")}
     if "tile_size" in point:
         options["tile_rows"] = options["tile_cols"] = int(point["tile_size"])
-    if settings["adc_range"] != "lossless" and options.get("adc_bits") is not None:
+    if "adc_range" not in point and settings["adc_range"] != "lossless" and \
+            options.get("adc_bits") is not None:
         options["adc_range"] = settings["adc_range"]
     config = tfxbar.ConverterConfig(**options, representative_data=x[:settings["representative"]])
     program = tfxbar.CrossbarConverter(model, config).convert()
@@ -202,7 +203,8 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
                                                  verbose=0, hardware=hardware)
         chips_mean, chips_worst = result.mean, result.min
     totals = tfxbar.summary(program).totals
-    return {**point, "accuracy_ideal": ideal, "accuracy_hardware": hw, "accuracy_chips_mean": chips_mean,
+    return {**point, "adc_range": config.adc_range, "accuracy_ideal": ideal, "accuracy_hardware": hw,
+            "accuracy_chips_mean": chips_mean,
             "accuracy_chips_worst": chips_worst, "energy_pj": float(sum(totals["energy_dense"].values())),
             "tiles": int(totals["tiles"]),
             # Not "accumulator_bits": that is the axis (the hardware's width), this what the program needs.

@@ -85,6 +85,7 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     keys = [point_id({a: cell_value(row.get(a)) for a in axes}, axes) for row in rows]
     wanted = {point_id(p, axes) for p in config.points()}
     _check_finetunes([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
+    _check_adc_range([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
     done = set(keys)
     todo = [p for p in config.points() if point_id(p, axes) not in done]
     settings = {"model": config.model, "data": config.data, "trials": config.trials, "seed": config.seed,
@@ -102,6 +103,23 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     if config.plot and rows:
         plot_pareto(rows, config.plot)
     return rows
+
+
+def _check_adc_range(rows: list[dict[str, Any]], config: SweepConfig) -> None:
+    """Refuse to resume over rows converted with another ADC range policy than the config's (when
+    ``adc_range`` is no axis of the grid; rows from before the column existed are not checked)."""
+    if "adc_range" in config.axes:
+        return
+    for row in rows:
+        got = cell_value(row.get("adc_range"))
+        if got is None:
+            continue
+        uses = config.adc_range if cell_value(row.get("adc_bits")) is not None else "lossless"
+        if got != uses:
+            point = {a: cell_value(row.get(a)) for a in config.axes}
+            raise ValueError(f"sweep table {config.table}: the row {point} was converted with "
+                             f"adc_range={got!r} but the config has adc_range={config.adc_range!r}; give "
+                             "the sweep a new table, delete those rows or add adc_range to the grid")
 
 
 def _check_finetunes(rows: list[dict[str, Any]], config: SweepConfig) -> None:
