@@ -50,26 +50,20 @@ from tfxbar.hardware import HardwareMode, native  # noqa: E402
 
 
 def _kernels_alone(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch: int):  # noqa: ANN202
-    """A run of only the crossbar products of `mode` (native ops, or XLA where the kernel does
-    not apply), with the arguments its layers pass them, computed beforehand for every batch of
-    `x`: the rest of the hardware mode's time is the model's own layers around the crossbars."""
+    """A run of only the crossbar products of `mode` (`HardwareCrossbar.product`: the native ops,
+    or XLA where the kernel does not apply) on the inputs its layers see, computed beforehand for
+    every batch of `x`: the rest of the hardware mode's time is the model's own layers around the
+    crossbars."""
     crossbars = list(mode.crossbars.values())
     taps = keras.Model(model.inputs, [c.kernel.wrapper.input for c in crossbars])
+    products = [tf.function(c.product) for c in crossbars]
     calls = []
     for start in range(0, len(x), batch):
-        inputs = taps(x[start:start + batch])
-        for crossbar, tensor in zip(crossbars, inputs, strict=True):
-            step = tf.cast(crossbar.input_step(), tf.float32)
-            w, scale, offset = crossbar.parts()
-            a = tf.cast(step * scale, tf.float64) * 2.0 ** -crossbar.layout.offset_shift
-            if crossbar.simulation.uses_native:
-                calls.append((crossbar._native, (tf.round(tensor / step), w, offset, a)))  # noqa: SLF001
-            else:   # a crossbar the native kernel leaves to XLA (e.g. one whose ADCs are exact)
-                calls.append((crossbar.accumulate, (tf.round(tensor / step),)))
+        calls.extend(zip(products, taps(x[start:start + batch]), strict=True))
 
     def run() -> None:
-        for function, arguments in calls:
-            function(*arguments)
+        for product, inputs in calls:
+            product(inputs, False)
     run()   # traces
     return run
 

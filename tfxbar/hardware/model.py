@@ -216,20 +216,29 @@ class HardwareCrossbar:
                 acc, clips, overflows = self.simulation(planes, cells, offset_num)
         return acc, clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
 
-    def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        """What the crossbar layer computes: hardware product, then the layer's bias and activation."""
-        layer, layout = self.layer, self.layout
+    def product(self, inputs: tf.Tensor,
+                training: Any = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The crossbar's real-valued product of the layer's (quantized) inputs, as the program
+        computes it.
+
+        Returns:
+            ``(product (patches, N) float32, ADC clips, accumulator overflows, patches)``.
+        """
         step = tf.cast(self.input_step(), tf.float32)
         codes = tf.round(tf.stop_gradient(inputs) / step)
         w, scale, offset = self.parts()
         # Real product = step_in · scale · 2^−f · X: exact X, one float32 rounding.
-        a = tf.cast(step * scale, tf.float64) * 2.0 ** -layout.offset_shift
+        a = tf.cast(step * scale, tf.float64) * 2.0 ** -self.layout.offset_shift
         if self.simulation.uses_native and not self.use_fixed and self.cell_noise(training) is None:
             # The kernel writes the real product itself (no float64 X through memory).
-            out, clips, overflows, count = self._native(codes, w, offset, a)
-        else:
-            acc, clips, overflows, count = self.accumulate(codes, training)
-            out = tf.cast(tf.cast(acc, tf.float64) * a[None, :], tf.float32)
+            return self._native(codes, w, offset, a)
+        acc, clips, overflows, count = self.accumulate(codes, training)
+        return tf.cast(tf.cast(acc, tf.float64) * a[None, :], tf.float32), clips, overflows, count
+
+    def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        """What the crossbar layer computes: hardware product, then the layer's bias and activation."""
+        layer, layout = self.layer, self.layout
+        out, clips, overflows, count = self.product(inputs, training)
         if layout.layer_type == "Conv2D":
             (kh, kw), (sh, sw), (pt, pb, pl, pr) = (layout.attrs[k] for k in ("kernel", "strides", "pads"))
             oh = (inputs.shape[1] + pt + pb - kh) // sh + 1
