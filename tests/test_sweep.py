@@ -228,6 +228,38 @@ def test_adc_range_axis_rows_record_the_policy_and_resume_is_checked(files, monk
         sweep(mse, verbose=0)
 
 
+def test_representative_data_calibrates_and_is_recorded(files, monkeypatch, tmp_path) -> None:
+    calls = []
+    _in_process(monkeypatch, calls)
+    grid = {"adc_bits": [3], "dac_bits": [1]}
+    on_data, = sweep(_config(files, "cal", grid), verbose=0)
+    held_out = _config(files, "cal2", grid, representative_data="t.npz")
+    row, = sweep(held_out, verbose=0)
+    assert on_data["calibration"] == "data" and row["calibration"] == "t.npz"
+    # The row's hardware accuracy is that of a program calibrated on the first 16 images of t.npz
+    # (whose steps differ from those of the data's first 16: the check can tell them apart).
+    model = tfxbar.sweep.point._load_model(files["model"])
+    with np.load(files["train"]) as train, np.load(files["data"]) as data:
+        programs = [tfxbar.CrossbarConverter.from_keras_model(
+            model, adc_bits=3, dac_bits=1, adc_range="calibrated", representative_data=codes[:16]).convert()
+            for codes in (train["x"], data["x"])]
+        x, y = data["x"], data["y"]
+    assert any(np.any(programs[0].arrays[k] != programs[1].arrays[k]) for k in programs[0].arrays
+               if k.endswith("adc_shift"))
+    hardware = tfxbar.Interpreter(programs[0], "hardware").predict(x)
+    assert row["accuracy_hardware"] == float(np.mean(hardware == y))
+    # Resuming the table calibrated on the data with other calibration images is refused.
+    other = _config(files, "cal", grid, representative_data="t.npz")
+    with pytest.raises(ValueError, match="calibrated on 'data'.*'t.npz'"):
+        sweep(other, verbose=0)
+    bad = tmp_path / "flat.npz"
+    np.savez(bad, x=np.zeros((4, 144), np.uint8))
+    settings = {"model": files["model"], "data": files["data"], "trials": 1, "seed": 0, "representative": 16,
+                "representative_data": str(bad), "adc_range": "calibrated"}
+    with pytest.raises(ValueError, match=r"representative_data .*flat.npz: x has shape \(4, 144\)"):
+        evaluate_point({"adc_bits": 3}, settings)
+
+
 def test_parquet_table_round_trip_and_resume(files, monkeypatch, tmp_path) -> None:
     pytest.importorskip("pyarrow")
     rows = [{"adc_bits": 3, "sigma": 0, "finetune": "none", "accuracy_hardware": 0.5},

@@ -96,7 +96,10 @@ class SweepConfig:
         plot: the Pareto plot (accuracy vs energy), PNG; None: none.
         trials: chips per point when σ > 0.
         seed: seed of the chips and of the fine-tunes (initial shuffles, dropout).
-        representative: calibration images.
+        representative: calibration images: the first `representative` of `representative_data`.
+        representative_data: ``.npz`` with ``x`` (input codes, as `data`) the ADC steps are
+            chosen on; None: `data` itself (slightly optimistic: the measured images calibrate
+            their own ADCs). Rows record it as ``calibration`` (the file name, or ``"data"``).
         adc_range: ADC range policy of every point with `adc_bits` (``"calibrated"`` or
             ``"mse"``: steps chosen on the `representative` images; they need nothing more),
             unless the grid has an ``adc_range`` axis. Every row records the policy it used.
@@ -135,6 +138,7 @@ class SweepConfig:
     trials: int = 5
     seed: int = 0
     representative: int = 256
+    representative_data: str | None = None
     adc_range: str = "calibrated"
     finetune_data: str | None = None
     finetune_epochs: int = 1
@@ -224,7 +228,7 @@ class SweepConfig:
         if missing:
             raise ValueError(f"sweep config {path}: missing required fields {missing}")
         base = os.path.dirname(os.path.abspath(path))
-        for key in ("model", "data", "table", "plot", "finetune_data"):
+        for key in ("model", "data", "table", "plot", "finetune_data", "representative_data"):
             if isinstance(fields.get(key), str) and not os.path.isabs(fields[key]):
                 fields[key] = os.path.join(base, fields[key])
         try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfxbar.sweep.grid import FINETUNE_FIELDS
 
-__all__ = ["evaluate_point", "finetune"]
+__all__ = ["calibration_name", "evaluate_point", "finetune"]
 
 _CACHE: dict[str, Any] = {}
 _TRAIN_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -39,6 +39,26 @@ def _setup(model_path: str, data_path: str) -> tuple[Any, np.ndarray, np.ndarray
         _CACHE.clear()
         _CACHE[key] = (model, x, y)
     return _CACHE[key]
+
+
+def calibration_name(path: str | None) -> str:
+    """How a row names its calibration images: the file name of `representative_data`, or "data"."""
+    return os.path.basename(path) if path else "data"
+
+
+def _representative(path: str | None, x: np.ndarray, n: int) -> np.ndarray:
+    """The first `n` calibration input codes: of the ``.npz`` at `path`, or of `x` (the measured data)."""
+    if not path:
+        return x[:n]
+    with np.load(path) as data:
+        if "x" not in data:
+            raise ValueError(f"representative_data {path}: needs an array x (input codes), has "
+                             f"{sorted(data.files)}")
+        codes = data["x"][:n]
+    if codes.shape[1:] != x.shape[1:]:
+        raise ValueError(f"representative_data {path}: x has shape {codes.shape}, the data {x.shape}; "
+                         "both must be input codes of the same model")
+    return codes
 
 
 def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +204,8 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     if "adc_range" not in point and settings["adc_range"] != "lossless" and \
             options.get("adc_bits") is not None:
         options["adc_range"] = settings["adc_range"]
-    config = tfxbar.ConverterConfig(**options, representative_data=x[:settings["representative"]])
+    representative = _representative(settings.get("representative_data"), x, settings["representative"])
+    config = tfxbar.ConverterConfig(**options, representative_data=representative)
     program = tfxbar.CrossbarConverter(model, config).convert()
     fields: dict[str, Any] = {}
     if point.get("finetune", "none") != "none":
@@ -203,8 +224,9 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
                                                  verbose=0, hardware=hardware)
         chips_mean, chips_worst = result.mean, result.min
     totals = tfxbar.summary(program).totals
-    return {**point, "adc_range": config.adc_range, "accuracy_ideal": ideal, "accuracy_hardware": hw,
-            "accuracy_chips_mean": chips_mean,
+    return {**point, "adc_range": config.adc_range,
+            "calibration": calibration_name(settings.get("representative_data")),
+            "accuracy_ideal": ideal, "accuracy_hardware": hw, "accuracy_chips_mean": chips_mean,
             "accuracy_chips_worst": chips_worst, "energy_pj": float(sum(totals["energy_dense"].values())),
             "tiles": int(totals["tiles"]),
             # Not "accumulator_bits": that is the axis (the hardware's width), this what the program needs.

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tfxbar.sweep.grid import FINETUNE_FIELDS, SweepConfig, point_id
-from tfxbar.sweep.point import evaluate_point
+from tfxbar.sweep.point import calibration_name, evaluate_point
 from tfxbar.sweep.table import cell_value, plot_pareto, read_rows, write_rows
 
 __all__ = ["sweep"]
@@ -85,11 +85,12 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     keys = [point_id({a: cell_value(row.get(a)) for a in axes}, axes) for row in rows]
     wanted = {point_id(p, axes) for p in config.points()}
     _check_finetunes([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
-    _check_adc_range([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
+    _check_calibration([r for r, k in zip(rows, keys, strict=True) if k in wanted], config)
     done = set(keys)
     todo = [p for p in config.points() if point_id(p, axes) not in done]
     settings = {"model": config.model, "data": config.data, "trials": config.trials, "seed": config.seed,
-                "representative": config.representative, "adc_range": config.adc_range,
+                "representative": config.representative, "representative_data": config.representative_data,
+                "adc_range": config.adc_range,
                 **{name: getattr(config, name) for name in FINETUNE_FIELDS if name != "seed"}}
     progbar = keras.utils.Progbar(len(todo), verbose=verbose, unit_name="point")
     if todo:
@@ -105,21 +106,25 @@ def sweep(config: SweepConfig, *, address: str | None = None, workers: int | Non
     return rows
 
 
-def _check_adc_range(rows: list[dict[str, Any]], config: SweepConfig) -> None:
-    """Refuse to resume over rows converted with another ADC range policy than the config's (when
-    ``adc_range`` is no axis of the grid; rows from before the column existed are not checked)."""
-    if "adc_range" in config.axes:
-        return
+def _check_calibration(rows: list[dict[str, Any]], config: SweepConfig) -> None:
+    """Refuse to resume over rows whose ADC steps were chosen otherwise than the config says:
+    another range policy (when ``adc_range`` is no axis of the grid) or other calibration images
+    (they would be skipped as done, and the table would mix two calibrations; rows from before
+    the columns existed are not checked)."""
+    calibration = calibration_name(config.representative_data)
     for row in rows:
+        point = {a: cell_value(row.get(a)) for a in config.axes}
         got = cell_value(row.get("adc_range"))
-        if got is None:
-            continue
         uses = config.adc_range if cell_value(row.get("adc_bits")) is not None else "lossless"
-        if got != uses:
-            point = {a: cell_value(row.get(a)) for a in config.axes}
+        if "adc_range" not in config.axes and got is not None and got != uses:
             raise ValueError(f"sweep table {config.table}: the row {point} was converted with "
                              f"adc_range={got!r} but the config has adc_range={config.adc_range!r}; give "
                              "the sweep a new table, delete those rows or add adc_range to the grid")
+        got = cell_value(row.get("calibration"))
+        if got is not None and got != calibration:
+            raise ValueError(f"sweep table {config.table}: the row {point} was calibrated on {got!r} but "
+                             f"the config calibrates on {calibration!r} (representative_data); give the "
+                             "sweep a new table or delete those rows")
 
 
 def _check_finetunes(rows: list[dict[str, Any]], config: SweepConfig) -> None:
