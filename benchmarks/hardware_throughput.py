@@ -19,9 +19,10 @@ is modelled. Side by side in one run, interleaved over `--rounds` in a rotated o
   ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
   8-bit layers, without DAC cycles, ADCs or tiles;
-- the crossbar products alone (native ops of the first native method; XLA for a crossbar the
-  kernel leaves out), called with the arguments the hardware mode's layers pass them for the
-  same images: their rate over the hardware mode's is the share of its time spent in them.
+- the crossbar products alone (`HardwareCrossbar.product` of the first native method: the
+  native ops, XLA for a crossbar the kernel leaves out) on the inputs the hardware mode's layers
+  see for the same images: their rate over the hardware mode's is the share of its time spent in
+  them.
 
 Each Keras row runs its own copy of the model (loaded from one file), so no mode is installed or
 removed between rounds. Prints the median images/s, the ratios, the top-1 agreement of the
