@@ -94,7 +94,9 @@ class CrossbarBounds:
         lo = min(int(self.acc_lo.min()), int(self.out_lo.min()))
         hi = max(int(self.acc_hi.max()), int(self.out_hi.max()),
                  max((r for r in self.ref_total if r is not None), default=0))
-        return signed_bits(lo, hi)
+        # At least 2: the smallest accumulator a program can ask for (docs/format.md, 2..64); an
+        # op whose every sum is 0 (e.g. 1-bit ADCs that round all partial sums to 0) needs 1.
+        return max(2, signed_bits(lo, hi))
 
 
 def _adc_value(partial: np.ndarray | int, shift: np.ndarray | int, bits: int) -> np.ndarray:
