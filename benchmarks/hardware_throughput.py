@@ -11,18 +11,23 @@ is modelled. Side by side in one run, interleaved over `--rounds` in a rotated o
 
 - Keras hardware mode, native engine: `tfxbar.hardware.HardwareMode(engine="native")` installed,
   ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc), once with
-  ``TFXBAR_KERNEL_METHOD=dense`` (AMX int8 tiles; skipped where the machine has none) and once
-  with ``sparse`` (the default; any CPU);
+  ``TFXBAR_KERNEL_METHOD=dense`` (int8 dot products of every row: AMX tiles, else AVX2;
+  skipped where the machine has neither) and once with ``sparse`` (vector adds of the live
+  rows; any CPU) — ``auto`` is dense on AVX2-only CPUs, sparse elsewhere;
 - Keras hardware mode, TF engine: ``engine="tf"`` (XLA-compiled crossbars);
 - the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
 - the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
   ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
   8-bit layers, without DAC cycles, ADCs or tiles;
+- the first native method's model and the ceiling's again, each called in a `tf.function` per
+  batch instead of ``predict`` (how `evaluate_under_variation` runs a model);
 - the crossbar products alone (`HardwareCrossbar.product` of the first native method: the
   native ops, XLA for a crossbar the kernel leaves out) on the inputs the hardware mode's layers
   see for the same images: their rate over the hardware mode's is the share of its time spent in
   them.
+
+After the rounds it times each crossbar's product alone (µs per image): where the time goes.
 
 Each Keras row runs its own copy of the model (loaded from one file), so no mode is installed or
 removed between rounds. Prints the median images/s, the ratios, the top-1 agreement of the
@@ -36,6 +41,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -66,6 +72,41 @@ def _kernels_alone(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch:
         for product, inputs in calls:
             product(inputs, False)
     run()   # traces
+    return run
+
+
+def _per_crossbar(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch: int) -> dict[str, float]:
+    """µs per image of each crossbar's product alone (`HardwareCrossbar.product`, best of 3 passes
+    over the batches of `x`): which layers the hardware mode's time goes to."""
+    names = list(mode.crossbars)
+    taps = keras.Model(model.inputs, [mode.crossbars[n].kernel.wrapper.input for n in names])
+    inputs = [taps(x[start:start + batch]) for start in range(0, len(x), batch)]
+    times = {}
+    for i, name in enumerate(names):
+        product = tf.function(mode.crossbars[name].product)
+        product(inputs[0][i], False)   # traces
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for batch_inputs in inputs:
+                product(batch_inputs[i], False)[0].numpy()
+            best = min(best, time.perf_counter() - start)
+        times[name] = best / len(x) * 1e6
+    return times
+
+
+def _function_loop(model: keras.Model, x: np.ndarray, batch: int):  # noqa: ANN202
+    """The model called in one `tf.function` per batch, as `evaluate_under_variation` steps it:
+    the hardware mode without `predict`'s own machinery (on the AVX2 machine of
+    docs/benchmarks.md, `predict` alternated between two speeds from round to round; this does
+    not)."""
+    step = tf.function(lambda images: model(images, training=False))
+    batches = [tf.constant(x[start:start + batch]) for start in range(0, len(x), batch)]
+    step(batches[0])   # traces
+
+    def run() -> None:
+        for images in batches:
+            step(images).numpy()
     return run
 
 
@@ -132,9 +173,14 @@ def main() -> None:
         "Keras quantized model, no hardware mode (ceiling)": (keras_run("ideal"), n_hw),
         "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)})
     kernel_method = names[0]
+    runs[f"Keras hardware mode, native engine ({kernel_method}), tf.function loop"] = (
+        _function_loop(copies[kernel_method], xf_hw, args.batch), n_hw)
+    runs["Keras quantized model, no hardware mode (ceiling), tf.function loop"] = (
+        _function_loop(copies["ideal"], xf_hw, args.batch), n_hw)
     runs[f"crossbar kernels alone ({kernel_method}; share of the hardware mode)"] = (
         _kernels_alone(modes[kernel_method], copies[kernel_method], xf_hw, args.batch), n_hw)
     rates, load = rotated_rounds(runs, args.rounds)
+    layers = _per_crossbar(modes[kernel_method], copies[kernel_method], xf_hw, args.batch)
     for mode in modes.values():
         mode.remove()
     median = {k: statistics.median(v) for k, v in rates.items()}
@@ -164,6 +210,8 @@ def main() -> None:
     for name, rate in median.items():
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}× | {rate / lite_rate:.3f}× | {best[name]:,.0f} | "
               f"{best[name] / best_base:.2f}× |")
+    print(f"crossbar products alone ({kernel_method}), µs per image: " +
+          ", ".join(f"{name} {us:,.0f}" for name, us in layers.items()))
     print("rounds (img/s): " + "; ".join(f"{k} " + ", ".join(f"{r:,.0f}" for r in v)
                                          for k, v in rates.items()))
 

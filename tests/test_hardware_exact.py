@@ -109,6 +109,42 @@ def test_linear_crossbars_equal_the_interpreter(models, adc_bits: int, rows: int
     assert (sum(s["adc_clips"] for s in got.values()) > 0) == (dim > 1)
 
 
+def test_always_linear_crossbars_skip_the_bit_planes(models) -> None:
+    """The codes-in shortcut of an always-linear crossbar (`linear_from_codes`, the pixel layer)
+    equals the product of its bit-planes, codes outside the DAC's range (modulo 2^(d·cycles))
+    included, and the fused real product equals the unfused one."""
+    from tfxbar.hardware.simulate import dac_planes, pad
+
+    codes, _ = pixel_codes(16)
+    program = _program(models["w4a3"], codes, adc_bits=8, tile_rows=16)
+    crossbar = next(c for c in HardwareMode(models["w4a3"], program=program).crossbars.values()
+                    if c.simulation.always_linear)
+    layout, sim = crossbar.layout, crossbar.simulation
+    shape = [5, *crossbar.layer.input_shape[1:]]
+    x = tf.constant(np.random.default_rng(0).integers(-300, 700, shape).astype(np.float32))
+    w, scale, offset = crossbar.parts()
+    cells = group_cells(layout, weight_cells(layout, w, offset, int(crossbar.low))[0], sim.cell_dtype())
+    want = sim(pad(dac_planes(x, layout.dac_bits, layout.cycles), layout), cells)[0]
+    got = tf.function(sim.linear_from_codes, jit_compile=True)(x, cells)[0]
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    step = float(crossbar.input_step())
+    real = crossbar.product(x * step, False)[0]
+    a = tf.cast(step * scale, tf.float64) * 2.0 ** -layout.offset_shift
+    np.testing.assert_array_equal(real.numpy(), tf.cast(tf.cast(want, tf.float64) * a, tf.float32).numpy())
+
+
+@pytest.mark.parametrize("channels,strides,kernel", [(1, 1, 3), (3, 2, 3), (2, 1, 5), (3, 3, 1)])
+def test_shifted_convolution_equals_conv2d(channels: int, strides: int, kernel: int) -> None:
+    """The pixel layers' convolution as a sum of shifted inputs = tf.nn.conv2d, exactly."""
+    from tfxbar.hardware.simulate import _shifted_conv
+
+    rng = np.random.default_rng(channels)
+    x = tf.constant(rng.integers(0, 256, (3, 11, 10, channels)).astype(np.float32))
+    k = tf.constant(rng.integers(-15, 16, (kernel, kernel, channels, 4)).astype(np.float32))
+    want = tf.nn.conv2d(x, k, [1, strides, strides, 1], "VALID")
+    np.testing.assert_array_equal(_shifted_conv(x, k, (strides, strides)).numpy(), want.numpy())
+
+
 @pytest.mark.parametrize("mapping,cell_bits", [("differential", None), ("bit_sliced", 1), ("bit_sliced", 2)])
 def test_lane_packed_partial_sums_are_exact_at_their_bound(models, mapping: str,
                                                            cell_bits: int | None) -> None:

@@ -25,9 +25,9 @@ from tfxbar.introspect import output_codes
 
 @pytest.fixture(params=["sparse", "dense"])
 def kernel_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The kernel tests run with both ways of forming partial sums; dense needs AMX (CPU, OS, build)."""
+    """The kernel tests run with both ways of forming partial sums; dense needs AVX2 or AMX."""
     if request.param == "dense" and not native.dense_supported(native.load("native")):
-        pytest.skip("no AMX int8 tiles here: the dense path cannot run")
+        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", request.param)
     return request.param
 

@@ -3,8 +3,9 @@
 // The same arithmetic as tfxbar/hardware/simulate.py `CrossbarSimulation._modelled` on program
 // cells when no accumulator addition can overflow (docs/hardware_mode.md, "native kernel"), in
 // integers: per patch, the DAC bit-planes of its input codes; per DAC cycle and row group, the
-// integer partial sum of every tile column (rows whose plane bit is 0 are skipped: 1-bit DAC
-// planes of ReLU codes are mostly zero); the ADC (round half up at step 2^shift, saturating at
+// integer partial sum of every tile column — sparse method: vector adds of the cell rows whose
+// plane value is not 0 (1-bit DAC planes of ReLU codes are mostly zero); dense method: int8 dot
+// products of every row (AVX2 or AMX, "Dense path" below) —; the ADC (round half up at step 2^shift, saturating at
 // `top`), the shift-add into an int64 accumulator, the reference column. Nothing is written to
 // memory between the partial sum and the accumulator, which is why this is faster than the
 // TF/XLA formulation: its GEMM outputs (one float per ADC conversion) cross the memory bus.
@@ -68,7 +69,7 @@ REGISTER_OP("TfxbarCrossbar")
     .Attr("cycles: int")
     .Attr("top: int")
     .Attr("cols: int")
-    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // auto = sparse; dense: AMX tiles
+    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // auto: see kAutoDense
     .SetShapeFn([](InferenceContext* c) {
       int64_t cols;
       TF_RETURN_IF_ERROR(c->GetAttr("cols", &cols));
@@ -95,6 +96,15 @@ inline uint64_t NonZero(const uint8_t* p, int n) {
   const __mmask64 k = _cvtu64_mask64(n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1);
   const __m512i v = _mm512_maskz_loadu_epi8(k, p);
   return _cvtmask64_u64(_mm512_test_epi8_mask(v, v));
+#elif defined(__AVX2__)
+  // Two 32-byte compares; the bytes past n (inside the planes' 64-byte slack) are masked off.
+  const __m256i zero = _mm256_setzero_si256();
+  const uint32_t lo = static_cast<uint32_t>(
+      _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), zero)));
+  const uint32_t hi = static_cast<uint32_t>(
+      _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), zero)));
+  const uint64_t live = ~(static_cast<uint64_t>(hi) << 32 | lo);
+  return n == 64 ? live : live & ((uint64_t{1} << n) - 1);
 #else
   uint64_t mask = 0;
   for (int k = 0; k < n; ++k) mask |= static_cast<uint64_t>(p[k] != 0) << k;
@@ -243,14 +253,33 @@ int64_t RunPatches(const Plan& p, const AccT* cells, const uint8_t* planes, int6
   return clips;
 }
 
-// ---- Dense path: Intel AMX int8 tiles (16 patches × 64 rows × 16 columns per instruction) ----
+// ---- Dense path: every row's plane byte times its cells, 16 patches at a time ----
 //
-// With method "dense" (the CPU has AMX, every cell fits a byte), the partial sums of 16 patches
-// come from tile dot products of their plane bytes (u8) with the cells (u8), every row: on
-// random bit-planes that can beat skipping zero rows. The ADC then runs on 16 int32 lanes, and
+// With method "dense" (and "auto" where it is the default, `kAutoDense`), the partial sums of 16
+// patches come from int8 dot products of their plane bytes (u8) with the cells, zero rows
+// included — on random bit-planes that can beat skipping zero rows — by one of two backends:
+//
+// - AMX tiles (16 patches × 64 rows × 16 columns per `tdpbuud`, cells u8) where the CPU, the OS
+//   and the build allow them;
+// - else AVX2 `vpmaddubsw` (u8 planes × s8 cells → s16 pair sums, 32 products per instruction;
+//   cells ≤ 127, a pair sum ≤ 2^15 − 1), summed in s16 lanes when every partial sum is below
+//   2^15, else widened to s32 at once (`vpmaddwd` by ones).
+//
+// The ADC then runs on int32 lanes (AVX2: in registers, straight from the partial sums), and
 // the cycles of one row group are combined in int32 (code << dac·j) before one signed shift by
 // the column's weight ±2^e: coef[g][j][q] = coef[g][0][q] · 2^(dac·j), as the program's
-// shift-add defines it.
+// shift-add defines it. AVX2 reads each patch's plane bytes where they lie when every 4 rows
+// of a group are adjacent there (3×3 taps of ≥ 4 channels), else from a gathered copy.
+
+enum class Backend { kNone, kAmx, kAvx2Narrow, kAvx2Wide };
+
+// "auto" takes the dense path on CPUs without AVX-512 (where the sparse path loses its 64-byte
+// zero test and vector adds; measured in docs/benchmarks.md), the sparse path elsewhere.
+#if defined(__AVX2__) && !defined(__AVX512BW__)
+constexpr bool kAutoDense = true;
+#else
+constexpr bool kAutoDense = false;
+#endif
 
 // Whether this process may use AMX tiles (asked once: Linux grants them per process on request).
 inline bool AmxUsable() {
@@ -265,15 +294,125 @@ inline bool AmxUsable() {
 #endif
 }
 
+// The dense backend that can run cells up to `cell_max` on planes up to `plane_max` exactly.
+inline Backend ChooseBackend(double cell_max, int64_t plane_max, double bound) {
+  if (AmxUsable() && cell_max <= 255) return Backend::kAmx;
+#if defined(__AVX2__)
+  if (cell_max <= 127 && 2.0 * static_cast<double>(plane_max) * cell_max <= 32767.0)
+    return bound < 32768.0 ? Backend::kAvx2Narrow : Backend::kAvx2Wide;
+#endif
+  return Backend::kNone;
+}
+
 struct DensePlan {
+  Backend backend;
   int64_t qd;                          // Q padded to 16
   std::vector<int64_t> kp;             // (G,) rows of each group padded to 64
+  std::vector<int64_t> k4;             // (G,) rows of each group in quads (rows past them are 0)
+  std::vector<bool> direct;            // (G,) every quad of rows is contiguous in the planes
+  std::vector<int64_t> qoff, qoff_start;  // quad k of group g at qoff[qoff_start[g] + k] from a patch's origin
+  std::vector<int64_t> iota;           // 0, 4, 8, …: the quads of a gathered A row
   std::vector<int64_t> a_start;        // (G + 1,) byte offset of each group's A block (16 · kp)
   std::vector<int64_t> b_start;        // (G,) offset of each group's packed cells
   std::vector<uint8_t> b;              // per group, column block, 64-row chunk: 16 × 64 bytes
   std::vector<int32_t> shift, half;    // (G, qd)
   std::vector<int64_t> exp0, keep, neg;  // (G, qd) cycle-0 weight: 0, or ±2^exp0 (keep = −1, neg = 0 / −1)
 };
+
+// Σ of n plane bytes (the reference column's partial sum).
+inline int64_t SumBytes(const uint8_t* a, int64_t n) {
+  int64_t total = 0;
+  int64_t k = 0;
+#if defined(__AVX2__)
+  __m256i sum = _mm256_setzero_si256();
+  for (; k + 32 <= n; k += 32)
+    sum = _mm256_add_epi64(sum, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k)),
+                                                _mm256_setzero_si256()));
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+  total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+#endif
+  for (; k < n; ++k) total += a[k];
+  return total;
+}
+
+#if defined(__AVX2__)
+// One register block: patches r0 … r0 + kP − 1 (those past `live` repeat the last one and
+// are discarded) × kV vectors of 8 columns from column tile t0 on.
+template <bool kNarrow, int kP, int kV>
+inline void Avx2Block(const uint8_t* const* src, const int64_t* qoff, int64_t quads, const uint8_t* b,
+                      int64_t chunk, int64_t t0, int64_t r0, int64_t live, const int32_t* shift,
+                      const int32_t* half, __m256i vtop, __m128i vup, int32_t* y, int64_t qd, __m256i& over) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* row[kP];
+  for (int r = 0; r < kP; ++r) row[r] = src[std::min<int64_t>(r0 + r, live - 1)];
+  const uint8_t* bv[kV];
+  for (int v = 0; v < kV; ++v) bv[v] = b + (t0 + v / 2) * chunk + 32 * (v % 2);
+  __m256i acc[kP][kV];
+  for (int r = 0; r < kP; ++r)
+    for (int v = 0; v < kV; ++v) acc[r][v] = _mm256_setzero_si256();
+  for (int64_t k = 0; k < quads; ++k) {
+    __m256i bk[kV];
+    for (int v = 0; v < kV; ++v) bk[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bv[v] + 64 * k));
+    const int64_t o = qoff[k];
+    for (int r = 0; r < kP; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, row[r] + o, 4);
+      const __m256i x = _mm256_set1_epi32(quad);
+      for (int v = 0; v < kV; ++v) {
+        const __m256i pair = _mm256_maddubs_epi16(x, bk[v]);
+        // Narrow: s16 lanes (rows 4k, 4k+1 and 4k+2, 4k+3 of each column); else s32 at once.
+        acc[r][v] = kNarrow ? _mm256_add_epi16(acc[r][v], pair)
+                            : _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(pair, ones));
+      }
+    }
+  }
+  // ADC: floor(partial · 2^−s + 0.5) = (partial + half) >> s, saturating at top.
+  const int64_t rows = std::min<int64_t>(kP, live - r0);
+  for (int v = 0; v < kV; ++v) {
+    const int64_t q = 16 * t0 + 8 * v;
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift + q));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + q));
+    for (int r = 0; r < kP; ++r) {
+      if (r >= rows) break;
+      const __m256i part = kNarrow ? _mm256_madd_epi16(acc[r][v], ones) : acc[r][v];
+      __m256i code = _mm256_srlv_epi32(_mm256_add_epi32(part, h), s);
+      over = _mm256_add_epi32(over, _mm256_cmpgt_epi32(code, vtop));
+      code = _mm256_min_epi32(code, vtop);
+      __m256i* out = reinterpret_cast<__m256i*>(y + (r0 + r) * qd + q);
+      _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), _mm256_sll_epi32(code, vup)));
+    }
+  }
+}
+
+// AVX2, one row group and DAC cycle of `live` ≤ 16 patches: the partial sums (quad k of patch
+// r: the 4 plane bytes at src[r] + qoff[k]; the group's cells `b`, nb column tiles of 16, VNNI
+// order), the ADC on them in registers, code << up added into y (16 × qd); returns the number
+// of clipped codes.
+template <bool kNarrow>
+int64_t Avx2Cycle(const uint8_t* const* src, const int64_t* qoff, int64_t quads, const uint8_t* b,
+                  int64_t chunk, int64_t nb, const int32_t* shift, const int32_t* half, int32_t top, int32_t up,
+                  int64_t live, int32_t* y, int64_t qd) {
+  const __m256i vtop = _mm256_set1_epi32(top);
+  const __m128i vup = _mm_cvtsi32_si128(up);
+  __m256i over = _mm256_setzero_si256();   // − clipped codes, per lane
+  // Two patches × two column tiles: of the shapes tried on an AVX2 CPU (4 × 1, 2 × 2, 3 × 2,
+  // 6 × 1, 8 × 1, 1 × 4, 2 × 3, 1 × 2, 2 × 4) the fastest, by 15–20 % over 4 × 1.
+  constexpr int kP = 2, kT = 2;
+  int64_t t0 = 0;
+  for (; t0 + kT <= nb; t0 += kT)
+    for (int64_t r0 = 0; r0 < live; r0 += kP)
+      Avx2Block<kNarrow, kP, 2 * kT>(src, qoff, quads, b, chunk, t0, r0, live, shift, half, vtop, vup, y, qd, over);
+  for (; t0 < nb; ++t0)
+    for (int64_t r0 = 0; r0 < live; r0 += 4)
+      Avx2Block<kNarrow, 4, 2>(src, qoff, quads, b, chunk, t0, r0, live, shift, half, vtop, vup, y, qd, over);
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), over);
+  int64_t clips = 0;
+  for (int32_t v : lanes) clips -= v;
+  return clips;
+}
+#endif
 
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
 struct alignas(64) TileConfig {
@@ -285,18 +424,54 @@ struct alignas(64) TileConfig {
 // Tile c (an immediate) += A tile 4 · B tile 5, for C tiles 0..3.
 #define TFXBAR_DP(c) _tile_dpbuud(c, 4, 5)
 
-int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes, int64_t begin, int64_t end) {
-  TileConfig config{};
-  config.palette = 1;
-  for (int t = 0; t < 6; ++t) {
-    config.rows[t] = 16;
-    config.colsb[t] = 64;
+// The partial sums of 16 patches for `nt` ≤ 4 column tiles of one row group and DAC cycle:
+// c[t][r·16 + n] = Σ_k a[r·kp + k] · cell(k, 16·t + n), from the A block `a` (16 × kp plane
+// bytes) and the group's cells from column tile 0 on, `b` (VNNI order, `chunk` bytes per tile).
+using Partials = int32_t[4][16 * 16];
+
+// AMX (the tile configuration loaded on this thread): C tiles 0..3, one per column tile.
+void AmxPartials(const uint8_t* a, int64_t kp, const uint8_t* b, int64_t chunk, int64_t nt, Partials& c) {
+  const int64_t chunks = kp / 64;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t kc = 0; kc < chunks; ++kc) {
+    _tile_loadd(4, a + kc * 64, kp);
+    const uint8_t* bk = b + kc * 1024;
+    _tile_loadd(5, bk, 64);
+    TFXBAR_DP(0);
+    if (nt > 1) { _tile_loadd(5, bk + chunk, 64); TFXBAR_DP(1); }
+    if (nt > 2) { _tile_loadd(5, bk + 2 * chunk, 64); TFXBAR_DP(2); }
+    if (nt > 3) { _tile_loadd(5, bk + 3 * chunk, 64); TFXBAR_DP(3); }
   }
-  _tile_loadconfig(&config);
+  _tile_stored(0, c[0], 64);
+  if (nt > 1) _tile_stored(1, c[1], 64);
+  if (nt > 2) _tile_stored(2, c[2], 64);
+  if (nt > 3) _tile_stored(3, c[3], 64);
+}
+#undef TFXBAR_DP
+#endif  // AMX
+
+#if defined(__AVX2__)
+int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes, int64_t begin, int64_t end) {
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+  if (d.backend == Backend::kAmx) {
+    TileConfig config{};
+    config.palette = 1;
+    for (int t = 0; t < 6; ++t) {
+      config.rows[t] = 16;
+      config.colsb[t] = 64;
+    }
+    _tile_loadconfig(&config);
+  }
+#endif
   std::vector<uint8_t> a(d.a_start[p.groups], 0);   // tails past a group's rows stay 0
   std::vector<int64_t> acc(16 * d.qd);
   std::vector<int32_t> y(16 * d.qd);
-  alignas(64) int32_t c[4][16 * 16];
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+  alignas(64) Partials c;
+#endif
   int64_t origin[16], total[16], clips = 0;
   const int64_t nb = d.qd / 16;
   for (int64_t m0 = begin; m0 < end; m0 += 16) {
@@ -313,40 +488,38 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
     }
     std::fill(acc.begin(), acc.end(), 0);
     for (int64_t g = 0; g < p.groups; ++g) {
-      const int64_t kp = d.kp[g], chunks = kp / 64;
+      const int64_t kp = d.kp[g], chunk = kp * 16;
       uint8_t* ag = a.data() + d.a_start[g];
       const uint8_t* bg = d.b.data() + d.b_start[g];
       const int32_t* s = d.shift.data() + g * d.qd;
       const int32_t* h = d.half.data() + g * d.qd;
       const int32_t top = static_cast<int32_t>(p.top);
       std::fill(y.begin(), y.end(), 0);
+      const int64_t rs = p.ref_shift[g];
+      // AVX2 reads each patch's quads where they lie in the planes when the group's rows allow
+      // (no reference column: its sum is taken from the gathered rows); else from a gather.
+      const bool direct = d.backend != Backend::kAmx && d.direct[g] && rs < 0;
+      const int64_t* qoff = direct ? d.qoff.data() + d.qoff_start[g] : d.iota.data();
       for (int64_t j = 0; j < p.cycles; ++j) {
         const uint8_t* base = planes + j * p.plane_stride;
-        for (int64_t r = 0; r < 16; ++r)   // gather: the group's rows of each patch, in cell order
-          for (int64_t u = p.run_start[g]; u < p.run_start[g + 1]; ++u) {
-            const Run& run = p.runs[u];
-            std::memcpy(ag + r * kp + (run.row - p.start[g]), base + origin[r] + run.offset, run.length);
-          }
+        const uint8_t* src[16];
+        for (int64_t r = 0; r < 16; ++r) src[r] = direct ? base + origin[r] : ag + r * kp;
+        if (!direct)
+          for (int64_t r = 0; r < 16; ++r)   // gather: the group's rows of each patch, in cell order
+            for (int64_t u = p.run_start[g]; u < p.run_start[g + 1]; ++u) {
+              const Run& run = p.runs[u];
+              std::memcpy(ag + r * kp + (run.row - p.start[g]), base + origin[r] + run.offset, run.length);
+            }
         const int32_t up = static_cast<int32_t>(p.dac * j);
-        for (int64_t cb = 0; cb < nb; cb += 4) {
+        if (d.backend == Backend::kAvx2Narrow) {
+          clips += Avx2Cycle<true>(src, qoff, d.k4[g], bg, chunk, nb, s, h, top, up, live, y.data(), d.qd);
+        } else if (d.backend == Backend::kAvx2Wide) {
+          clips += Avx2Cycle<false>(src, qoff, d.k4[g], bg, chunk, nb, s, h, top, up, live, y.data(), d.qd);
+        }
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+        for (int64_t cb = 0; d.backend == Backend::kAmx && cb < nb; cb += 4) {
           const int64_t nt = std::min<int64_t>(4, nb - cb);
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
-          for (int64_t kc = 0; kc < chunks; ++kc) {
-            _tile_loadd(4, ag + kc * 64, kp);
-            const uint8_t* bk = bg + (cb * chunks + kc) * 1024;
-            _tile_loadd(5, bk, 64);
-            TFXBAR_DP(0);
-            if (nt > 1) { _tile_loadd(5, bk + chunks * 1024, 64); TFXBAR_DP(1); }
-            if (nt > 2) { _tile_loadd(5, bk + 2 * chunks * 1024, 64); TFXBAR_DP(2); }
-            if (nt > 3) { _tile_loadd(5, bk + 3 * chunks * 1024, 64); TFXBAR_DP(3); }
-          }
-          _tile_stored(0, c[0], 64);
-          if (nt > 1) _tile_stored(1, c[1], 64);
-          if (nt > 2) _tile_stored(2, c[2], 64);
-          if (nt > 3) _tile_stored(3, c[3], 64);
+          AmxPartials(ag, kp, bg + cb * chunk, chunk, nt, c);
           // ADC: floor(partial · 2^−s + 0.5) saturating at top, then code · 2^(dac·j) into y.
           for (int64_t t = 0; t < nt; ++t) {
             const int64_t q0 = (cb + t) * 16;
@@ -365,14 +538,10 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
             for (int k = 0; k < 16; ++k) clips += over[k];
           }
         }
-        const int64_t rs = p.ref_shift[g];
+#endif
         if (rs >= 0) {   // the reference column: Σ plane values of the group's rows, its own ADC
           for (int64_t r = 0; r < 16; ++r) {
-            __m512i sum = _mm512_setzero_si512();
-            for (int64_t k = 0; k < kp; k += 64)
-              sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_loadu_si512(ag + r * kp + k),
-                                                          _mm512_setzero_si512()));
-            const int64_t v = _mm512_reduce_add_epi64(sum);
+            const int64_t v = SumBytes(ag + r * kp, kp);
             int64_t code = rs == 0 ? v : (rs > 62 ? 0 : (v + (int64_t{1} << (rs - 1))) >> rs);
             clips += r < live && code > p.top;
             code = code > p.top ? p.top : code;
@@ -409,11 +578,12 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
       }
     }
   }
-  _tile_release();
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
+  if (d.backend == Backend::kAmx) _tile_release();
+#endif
   return clips;
 }
-#undef TFXBAR_DP
-#endif  // AMX
+#endif  // AVX2
 
 template <typename T>
 class CrossbarOp : public OpKernel {
@@ -567,8 +737,21 @@ class CrossbarOp : public OpKernel {
     // floormod(floor(x / 2^dj), 2^d). Codes become int64: refuse what has no integer value
     // there (the TF path would carry NaN / inf into the output, which no hardware computes).
     // A Dense input is one "image row" of K codes (height = width = 1, channels = K).
+    // The dense path, when it runs this call.
+    DensePlan d;
+    bool dense = false;
+#if defined(__AVX2__)
+    if (method_ == "dense" || (method_ == "auto" && kAutoDense))
+      dense = PlanDense(p, cells_flat.data(), q_width, shift, coef, bound, cell_max, &d);
+#endif
+    OP_REQUIRES(ctx, dense || method_ != "dense",
+                InvalidArgument("TfxbarCrossbar: method 'dense' needs AVX2 (or AMX int8 tiles), cells of at "
+                                "most 7 bits (8 with AMX), 2 · plane · cell < 2^15 (AVX2), ADC steps up to "
+                                "2^30 and power-of-two column weights; use 'auto' or 'sparse'"));
+
     const float* x = codes.flat<float>().data();
-    std::vector<uint8_t> planes(cycles_ * p.plane_stride, 0);
+    // 64 bytes of slack: the dense path's last quad of a patch may read past its rows (× zero cells).
+    std::vector<uint8_t> planes(cycles_ * p.plane_stride + 64, 0);
     const int64_t pt = conv_ ? pads_[0] : 0, pl = conv_ ? pads_[2] : 0, dac = dac_bits_;
     const int64_t run = width * p.channels;   // one image row, contiguous in codes and planes
     std::atomic<bool> bad{false};
@@ -634,24 +817,18 @@ class CrossbarOp : public OpKernel {
     p.out_x = real ? nullptr : out->flat<double>().data();
 
     std::atomic<int64_t> clips{0};
-#if defined(__AMX_INT8__) && defined(__AMX_TILE__)
-    if (method_ == "dense") {   // opt-in: its speed against sparse varies (docs/benchmarks.md)
-      DensePlan d;
-      if (PlanDense(p, cells_flat.data(), q_width, shift, coef, bound, cell_max, &d)) {
-        const int64_t block_cost = 16 * cycles_ * (d.a_start[p.groups] / 16 * d.qd / 64 + 4 * p.groups * d.qd);
-        auto work = [&](int64_t begin, int64_t end) {
-          clips += RunBlocksDense(p, d, planes.data(), begin * 16, std::min(end * 16, patches));
-        };
-        auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-        tensorflow::Shard(workers->num_threads, workers->workers, (patches + 15) / 16, block_cost, work);
-        clips_out->scalar<int64_t>()() = clips.load();
-        return;
-      }
+#if defined(__AVX2__)
+    if (dense) {
+      const int64_t block_cost = 16 * cycles_ * (d.a_start[p.groups] / 16 * d.qd / 64 + 4 * p.groups * d.qd);
+      auto work = [&](int64_t begin, int64_t end) {
+        clips += RunBlocksDense(p, d, planes.data(), begin * 16, std::min(end * 16, patches));
+      };
+      auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+      tensorflow::Shard(workers->num_threads, workers->workers, (patches + 15) / 16, block_cost, work);
+      clips_out->scalar<int64_t>()() = clips.load();
+      return;
     }
 #endif
-    OP_REQUIRES(ctx, method_ != "dense",
-                InvalidArgument("TfxbarCrossbar: method 'dense' needs AMX int8 tiles (CPU, kernel and build) "
-                                "and cells of at most 8 bits; use 'auto' or 'sparse'"));
     const int64_t cost = cycles_ * (total_rows * p.qp / 4 + 8 * p.groups * p.qp);
     if (narrow) {
       Run<int16_t>(ctx, p, cells_flat, q_width, qb, planes.data(), patches, cost, &clips);
@@ -687,12 +864,14 @@ class CrossbarOp : public OpKernel {
     tensorflow::Shard(workers->num_threads, workers->workers, patches, cost, work);
   }
 
-  // The dense plan (packed cells, int32 ADC tables) when the AMX path can run this call
-  // exactly: cells fit a byte, partial sum + half step and the cycle-combined codes fit int32,
+  // The dense plan (packed cells, int32 ADC tables) when a dense backend can run this call
+  // exactly: its cell and pair-sum limits hold (`ChooseBackend`), partial sum + half step and
+  // the cycle-combined codes fit int32,
   // and the weights follow the shift-add (coef[g][j] = coef[g][0] · 2^(dac·j)).
   bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* shift, const int64_t* coef,
                  double bound, T cell_max, DensePlan* d) const {
-    if (!AmxUsable() || cell_max > T(255)) return false;
+    d->backend = ChooseBackend(static_cast<double>(cell_max), (int64_t{1} << p.dac) - 1, bound);
+    if (d->backend == Backend::kNone) return false;
     const int64_t g_count = p.groups;
     int64_t max_shift = 0;
     for (int64_t i = 0; i < g_count * q_width; ++i) max_shift = std::max<int64_t>(max_shift, shift[i]);
@@ -710,16 +889,30 @@ class CrossbarOp : public OpKernel {
     d->qd = (q_width + 15) / 16 * 16;
     const int64_t blocks = d->qd / 16;
     d->kp.resize(g_count);
+    d->k4.resize(g_count);
+    int64_t max_quads = 0;
     d->a_start.assign(1, 0);
     d->b_start.resize(g_count);
     int64_t b_size = 0;
     for (int64_t g = 0; g < g_count; ++g) {
       d->kp[g] = (p.start[g + 1] - p.start[g] + 63) / 64 * 64;
+      d->k4[g] = (p.start[g + 1] - p.start[g] + 3) / 4;
+      // Quad k is rows 4k..4k+3 of the group; direct when they lie side by side in the planes.
+      d->qoff_start.push_back(static_cast<int64_t>(d->qoff.size()));
+      bool contiguous = true;
+      for (int64_t k = 0; k < d->k4[g]; ++k) {
+        const int64_t first = p.start[g] + 4 * k, last = std::min(first + 4, p.start[g + 1]);
+        for (int64_t i = first + 1; i < last; ++i) contiguous &= p.offset[i] == p.offset[first] + (i - first);
+        d->qoff.push_back(p.offset[first]);
+      }
+      d->direct.push_back(contiguous);
+      max_quads = std::max(max_quads, d->k4[g]);
       d->a_start.push_back(d->a_start.back() + 16 * d->kp[g]);
       d->b_start[g] = b_size;
       b_size += blocks * d->kp[g] * 16;
     }
     // B tiles in the VNNI order: byte (k4, 4·n + kk) = cell (row 4·k4 + kk, column n).
+    for (int64_t k = 0; k < max_quads; ++k) d->iota.push_back(4 * k);
     d->b.assign(b_size, 0);
     for (int64_t g = 0; g < g_count; ++g) {
       const int64_t chunks = d->kp[g] / 64, rows = p.start[g + 1] - p.start[g];

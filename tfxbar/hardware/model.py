@@ -112,6 +112,7 @@ class HardwareCrossbar:
                                      reduce_retracing=True)
         self._chip = tf.function(self._simulate, jit_compile=free, reduce_retracing=True)
         self._native = tf.function(self._native_product, reduce_retracing=True)
+        self._linear = tf.function(self._linear_product, jit_compile=True, reduce_retracing=True)
         self._noisy = tf.function(self._simulate_noisy, jit_compile=free, reduce_retracing=True)
         self.attribute = "kernel"
         self.low = float(min(kernel.quantizer.levels))
@@ -191,6 +192,15 @@ class HardwareCrossbar:
         out, clips, overflows = self.simulation.from_codes(codes, cells, offset_num, scale)
         return out, clips, overflows, tf.shape(out, out_type=tf.int64)[0]
 
+    def _linear_product(self, codes: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
+                        a: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        # An always-linear crossbar (no ADC rounding, no overflow): X and its real value in one
+        # XLA function, so the float64 X never goes through memory.
+        full, _ = weight_cells(self.layout, w, offset, int(self.low))
+        cells = group_cells(self.layout, full, self.simulation.cell_dtype())
+        acc, clips, overflows = self.simulation.linear_from_codes(codes, cells)
+        return tf.cast(acc * a[None, :], tf.float32), clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
+
     def _simulate_noisy(self, codes: tf.Tensor, cells: list[tf.Tensor],
                         offset_num: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         layout = self.layout
@@ -211,6 +221,8 @@ class HardwareCrossbar:
             cells = group_cells(layout, full, self.simulation.cell_dtype())
             if self.simulation.uses_native:
                 acc, clips, overflows = self.simulation.from_codes(codes, cells, offset_num)
+            elif self.simulation.always_linear:   # one product on the codes, no bit-planes
+                acc, clips, overflows = self.simulation.linear_from_codes(codes, cells)
             else:
                 planes = pad(dac_planes(codes, layout.dac_bits, layout.cycles), layout)
                 acc, clips, overflows = self.simulation(planes, cells, offset_num)
@@ -232,6 +244,8 @@ class HardwareCrossbar:
         if self.simulation.uses_native and not self.use_fixed and self.cell_noise(training) is None:
             # The kernel writes the real product itself (no float64 X through memory).
             return self._native(codes, w, offset, a)
+        if self.simulation.always_linear and not self.use_fixed and self.cell_noise(training) is None:
+            return self._linear(codes, w, offset, a)
         acc, clips, overflows, count = self.accumulate(codes, training)
         return tf.cast(tf.cast(acc, tf.float64) * a[None, :], tf.float32), clips, overflows, count
 

@@ -14,10 +14,13 @@ Environment:
     TFXBAR_CACHE: cache directory (default ``~/.cache/tfxbar``).
     CXX: the C++ compiler (default ``g++``).
     TFXBAR_KERNEL_METHOD: how the kernel forms partial sums: ``sparse`` (16/32-bit vector adds
-        of the rows whose plane bit is set; any CPU) or ``dense`` (AMX int8 tiles: needs the
-        CPU, the OS and the build to allow them and cells of at most 8 bits, else the op
-        fails); ``auto`` (default) is sparse for now: in the benchmark the dense path's speed
-        varies from round to round (docs/benchmarks.md). The results are identical.
+        of the rows whose plane value is not 0; any CPU) or ``dense`` (int8 dot products of
+        every row: AMX tiles where the CPU, the OS and the build allow them, else AVX2
+        ``vpmaddubsw``; needs cells of at most 8 bits with AMX, 7 bits with AVX2, else the op
+        fails). ``auto`` (default): dense on CPUs with AVX2 but no AVX-512 (faster than sparse
+        there), sparse elsewhere (AMX's speed varied from round to round; the AVX2 backend
+        is not measured on AVX-512 CPUs), and sparse for a call dense cannot run exactly
+        (docs/benchmarks.md). The results are identical.
 """
 
 from __future__ import annotations
@@ -150,7 +153,8 @@ def load(engine: str | None = None) -> ModuleType | None:
 
 
 def dense_supported(module: ModuleType) -> bool:
-    """Whether the loaded kernel can take the dense (AMX) path on this machine: CPU, OS and build.
+    """Whether the loaded kernel can take the dense path on this machine (AMX or AVX2: CPU, OS
+    and build).
 
     Arguments:
         module: the loaded op module (`load`).

@@ -101,6 +101,29 @@ def _segments(rows: np.ndarray, channels: int) -> list[tuple[int, int, int]]:
     return [tuple(r) for r in runs]
 
 
+# A Conv2D with at most this many patch rows (a pixel layer: 3×3 × 1–3 channels) is computed
+# as a sum of shifted inputs (`_shifted_conv`): the CPU convolution of so few input channels
+# is slow, while the sum fuses into one XLA loop (≈ 3× faster on the MNIST CNN's first layer,
+# docs/benchmarks.md).
+_SHIFTED_ROWS = 32
+
+
+def _shifted_conv(x: tf.Tensor, kernel: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
+    """VALID ``conv2d(x, kernel)`` as Σ over taps and input channels of a strided slice of `x`
+    times a row of `kernel` (static spatial shape); exact on exact integers, as the sum of the
+    same products."""
+    (kh, kw, channels, _), (sh, sw) = kernel.shape, strides
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    acc = None
+    for dy in range(kh):
+        for dx in range(kw):
+            window = x[:, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw, :]
+            for c in range(channels):
+                term = window[..., c:c + 1] * kernel[dy, dx, c]
+                acc = term if acc is None else acc + term
+    return acc
+
+
 @dataclasses.dataclass
 class Window:
     """A rectangle of kernel taps × a channel range inside one row group: one small convolution.
@@ -294,6 +317,27 @@ class CrossbarSimulation:
         """X = codes · W with W = Σ sign · 2^(slice_bits·l) · cells: what unit-step ADCs that never
         clip add up to, exactly (every |running sum| is within the ADC-output bound of `bounds`)."""
         layout = self.layout
+        cycles = layout.cycles
+        stacked = tf.reshape(tf.cast(planes, self.sum_dtype), [cycles, -1, *planes.shape[1:]])
+        codes = stacked[0]
+        for j in range(1, cycles):   # the codes again, from their bit-planes
+            codes += stacked[j] * float(2 ** (layout.dac_bits * j))
+        return self._linear_product(codes, cells)
+
+    def linear_from_codes(self, codes: tf.Tensor,
+                          cells: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`__call__` of an always-linear crossbar (`always_linear`) from the layer's unpadded
+        input codes, without bit-planes: the DAC cycles' planes weighted by 2^(d·j) add up to
+        the code modulo 2^(d·cycles), which is what the product sees."""
+        layout = self.layout
+        total = float(2 ** (layout.dac_bits * layout.cycles))
+        codes = tf.math.floormod(tf.cast(codes, self.sum_dtype), total)
+        return self._linear_product(pad(codes, layout), cells)
+
+    def _linear_product(self, codes: tf.Tensor,
+                        cells: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """`_linear` on the (padded) codes the planes encode."""
+        layout = self.layout
         k, n = len(layout.polarities) * layout.slices, layout.cols
         weights = np.concatenate([np.full(layout.slices, float(p)) for p in layout.polarities]) * \
             np.tile(2.0 ** (layout.slice_bits * np.arange(layout.slices)), len(layout.polarities))
@@ -302,14 +346,13 @@ class CrossbarSimulation:
             signed = tf.einsum("rkn,k->rn", tf.reshape(tf.cast(c, self.sum_dtype), [-1, k, n]),
                                tf.constant(weights, self.sum_dtype))
             matrix = tf.tensor_scatter_nd_add(matrix, tf.constant(group.rows[:, None]), signed)
-        cycles = layout.cycles
-        stacked = tf.reshape(tf.cast(planes, self.sum_dtype), [cycles, -1, *planes.shape[1:]])
-        codes = stacked[0]
-        for j in range(1, cycles):   # the codes again, from their bit-planes
-            codes += stacked[j] * float(2 ** (layout.dac_bits * j))
         if layout.layer_type == "Conv2D":
             (kh, kw), strides = layout.attrs["kernel"], layout.attrs["strides"]
-            acc = tf.nn.conv2d(codes, tf.reshape(matrix, [kh, kw, -1, n]), [1, *strides, 1], "VALID")
+            kernel = tf.reshape(matrix, [kh, kw, -1, n])
+            if layout.rows <= _SHIFTED_ROWS and None not in codes.shape[1:]:
+                acc = _shifted_conv(codes, kernel, strides)
+            else:
+                acc = tf.nn.conv2d(codes, kernel, [1, *strides, 1], "VALID")
             acc = tf.reshape(acc, [-1, n])
         else:
             acc = tf.matmul(codes, matrix)
