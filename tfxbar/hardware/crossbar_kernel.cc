@@ -1,7 +1,7 @@
 // TfxbarCrossbar: the modelled hardware accumulator of one crossbar op on the CPU, fused.
 //
 // The same arithmetic as tfxbar/hardware/simulate.py `CrossbarSimulation._modelled` on program
-// cells when no accumulator addition can overflow (docs/hardware_mode.md, "native kernel"), in
+// cells when no accumulator addition can overflow (docs/hardware_mode.md, "Engines"), in
 // integers: per patch, the DAC bit-planes of its input codes; per DAC cycle and row group, the
 // integer partial sum of every tile column — sparse method: vector adds of the cell rows whose
 // plane value is not 0 (1-bit DAC planes of ReLU codes are mostly zero); dense method: int8 dot

@@ -1,7 +1,7 @@
 """The fused CPU kernel of the hardware mode (`crossbar_kernel.cc`), built on first use.
 
 The kernel computes a crossbar's modelled hardware accumulator on program cells in one pass per
-patch (docs/hardware_mode.md, "Native kernel"). It is compiled against the installed TensorFlow
+patch (docs/hardware_mode.md, "Engines"). It is compiled against the installed TensorFlow
 with the machine's C++ compiler the first time a `HardwareMode` needs it, and cached by a hash
 of the source, TensorFlow's version and flags, the compiler and the CPU (``-march=native``), so
 a later process only loads it. The build is written to a temporary name and renamed into place

@@ -103,8 +103,8 @@ def _segments(rows: np.ndarray, channels: int) -> list[tuple[int, int, int]]:
 
 # A Conv2D with at most this many patch rows (a pixel layer: 3×3 × 1–3 channels) is computed
 # as a sum of shifted inputs (`_shifted_conv`): the CPU convolution of so few input channels
-# is slow, while the sum fuses into one XLA loop (≈ 3× faster on the MNIST CNN's first layer,
-# docs/benchmarks.md).
+# is slow, while the sum fuses into one XLA loop (the MNIST CNN's first layer: docs/benchmarks.md,
+# "per crossbar").
 _SHIFTED_ROWS = 32
 
 
