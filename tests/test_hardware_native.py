@@ -148,6 +148,47 @@ def test_non_finite_codes_are_refused(models) -> None:
         crossbar._compiled(tf.constant(codes), w, offset)  # noqa: SLF001
 
 
+def _direct_call(method: str, cells: np.ndarray, dac_bits: int, codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The op on a Dense crossbar of two row groups (differential: Q = 2 · 6 columns)."""
+    rows, q = cells.shape
+    cycles = -(-8 // dac_bits)
+    coef = np.stack([np.stack([np.r_[np.full(6, 1 << (dac_bits * j)), -np.full(6, 1 << (dac_bits * j))]
+                               for j in range(cycles)])] * 2).astype(np.int64)
+    out, clips = native.load("native").tfxbar_crossbar(
+        codes=tf.constant(codes), cells=tf.constant(cells), rows=tf.range(rows),
+        group_sizes=tf.constant([rows // 2, rows - rows // 2]), shift=tf.fill([2, q], 3),
+        coef=tf.constant(coef), ref_shift=tf.constant([-1, -1]), offset_num=tf.zeros([6], tf.float64),
+        scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False, dac_bits=dac_bits,
+        cycles=cycles, top=31, cols=6, method=method)
+    return out.numpy(), int(clips)
+
+
+@pytest.mark.parametrize("cell_max,dac_bits", [(300, 1), (200, 1), (100, 8), (15, 8), (15, 1)])
+def test_auto_runs_what_dense_cannot(cell_max: int, dac_bits: int) -> None:
+    """Cells past 7 bits (AVX2) or 8 bits (AMX), or 8-bit planes times cells past 64 (AVX2 pair
+    sums): `auto` still returns the sparse method's integers (falling back where dense cannot
+    run them exactly), and `dense` either matches them or refuses, naming its limits."""
+    rng = np.random.default_rng(cell_max)
+    cells = rng.integers(0, cell_max + 1, (40, 12)).astype(np.float32)
+    codes = rng.integers(0, 256, (9, 40)).astype(np.float32)
+    want = _direct_call("sparse", cells, dac_bits, codes)
+    got = _direct_call("auto", cells, dac_bits, codes)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+    if not native.dense_supported(native.load("native")):
+        return
+    try:
+        dense = _direct_call("dense", cells, dac_bits, codes)
+    except tf.errors.InvalidArgumentError as exc:
+        assert cell_max > 64 and "method 'dense' needs AVX2 (or AMX int8 tiles)" in str(exc)
+    else:
+        np.testing.assert_array_equal(dense[0], want[0])
+        assert dense[1] == want[1]
+    if cell_max > 255:   # no dense backend takes these
+        with pytest.raises(tf.errors.InvalidArgumentError, match="use 'auto' or 'sparse'"):
+            _direct_call("dense", cells, dac_bits, codes)
+
+
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "amx")
