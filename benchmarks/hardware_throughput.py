@@ -56,21 +56,26 @@ from tfxbar import datasets  # noqa: E402
 from tfxbar.hardware import HardwareMode, native  # noqa: E402
 
 
+def _crossbar_inputs(mode: HardwareMode, model: keras.Model, x: np.ndarray,
+                     batch: int) -> tuple[list[str], list[list[tf.Tensor]]]:
+    """The crossbars of `mode` and, per batch of `x`, the input each of their layers sees."""
+    names = list(mode.crossbars)
+    taps = keras.Model(model.inputs, [mode.crossbars[n].kernel.wrapper.input for n in names])
+    return names, [list(taps(x[start:start + batch])) for start in range(0, len(x), batch)]
+
+
 def _kernels_alone(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch: int):  # noqa: ANN202
     """A run of only the crossbar products of `mode` (`HardwareCrossbar.product`: the native ops,
     or XLA where the kernel does not apply) on the inputs its layers see, computed beforehand for
     every batch of `x`: the rest of the hardware mode's time is the model's own layers around the
     crossbars."""
-    crossbars = list(mode.crossbars.values())
-    taps = keras.Model(model.inputs, [c.kernel.wrapper.input for c in crossbars])
-    products = [tf.function(c.product) for c in crossbars]
-    calls = []
-    for start in range(0, len(x), batch):
-        calls.extend(zip(products, taps(x[start:start + batch]), strict=True))
+    names, inputs = _crossbar_inputs(mode, model, x, batch)
+    products = [tf.function(mode.crossbars[n].product) for n in names]
+    calls = [call for batch_inputs in inputs for call in zip(products, batch_inputs, strict=True)]
 
     def run() -> None:
-        for product, inputs in calls:
-            product(inputs, False)
+        for product, layer_inputs in calls:
+            product(layer_inputs, False)
     run()   # traces
     return run
 
@@ -78,9 +83,7 @@ def _kernels_alone(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch:
 def _per_crossbar(mode: HardwareMode, model: keras.Model, x: np.ndarray, batch: int) -> dict[str, float]:
     """µs per image of each crossbar's product alone (`HardwareCrossbar.product`, best of 3 passes
     over the batches of `x`): which layers the hardware mode's time goes to."""
-    names = list(mode.crossbars)
-    taps = keras.Model(model.inputs, [mode.crossbars[n].kernel.wrapper.input for n in names])
-    inputs = [taps(x[start:start + batch]) for start in range(0, len(x), batch)]
+    names, inputs = _crossbar_inputs(mode, model, x, batch)
     times = {}
     for i, name in enumerate(names):
         product = tf.function(mode.crossbars[name].product)

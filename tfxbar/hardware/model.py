@@ -185,10 +185,15 @@ class HardwareCrossbar:
         cells = group_cells(self.layout, full, self.device_simulation.cell_dtype())
         return self._noisy(codes, cells, offset_num)
 
+    def _program_cells(self, w: tf.Tensor, offset: tf.Tensor) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """The program's integer cells of every row group for weight codes `w`, and the digital
+        offset B."""
+        full, offset_num = weight_cells(self.layout, w, offset, int(self.low))
+        return group_cells(self.layout, full, self.simulation.cell_dtype()), offset_num
+
     def _native_product(self, codes: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
                         scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        full, offset_num = weight_cells(self.layout, w, offset, int(self.low))
-        cells = group_cells(self.layout, full, self.simulation.cell_dtype())
+        cells, offset_num = self._program_cells(w, offset)
         out, clips, overflows = self.simulation.from_codes(codes, cells, offset_num, scale)
         return out, clips, overflows, tf.shape(out, out_type=tf.int64)[0]
 
@@ -196,8 +201,7 @@ class HardwareCrossbar:
                         a: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         # An always-linear crossbar (no ADC rounding, no overflow): X and its real value in one
         # XLA function, so the float64 X never goes through memory.
-        full, _ = weight_cells(self.layout, w, offset, int(self.low))
-        cells = group_cells(self.layout, full, self.simulation.cell_dtype())
+        cells, _ = self._program_cells(w, offset)
         acc, clips, overflows = self.simulation.linear_from_codes(codes, cells)
         return tf.cast(acc * a[None, :], tf.float32), clips, overflows, tf.shape(acc, out_type=tf.int64)[0]
 
@@ -217,8 +221,7 @@ class HardwareCrossbar:
             cells = [tf.convert_to_tensor(c) for c in self.fixed_cells]
             acc, clips, overflows = self.device_simulation(planes, cells)
         else:
-            full, offset_num = weight_cells(layout, w, offset, int(self.low))
-            cells = group_cells(layout, full, self.simulation.cell_dtype())
+            cells, offset_num = self._program_cells(w, offset)
             if self.simulation.uses_native:
                 acc, clips, overflows = self.simulation.from_codes(codes, cells, offset_num)
             elif self.simulation.always_linear:   # one product on the codes, no bit-planes
