@@ -189,6 +189,56 @@ def test_auto_runs_what_dense_cannot(cell_max: int, dac_bits: int) -> None:
             _direct_call("dense", cells, dac_bits, codes)
 
 
+def _modelled(codes: np.ndarray, cells: np.ndarray, sizes: list[int], dac_bits: int, cycles: int,
+              shift: np.ndarray, top: int, coef: np.ndarray, cols: int) -> tuple[np.ndarray, int]:
+    """The modelled accumulator in numpy: per row group and DAC cycle, partial sums, the ADC
+    (round half up at 2^shift, saturating at top), then Σ coef · code per output column."""
+    x = codes.astype(np.int64)
+    total = np.zeros((len(x), cells.shape[1]), np.int64)
+    clips, start = 0, 0
+    for g, size in enumerate(sizes):
+        block = cells[start:start + size].astype(np.int64)
+        half = np.where(shift[g] > 0, 1 << np.maximum(shift[g] - 1, 0), 0)
+        for j in range(cycles):
+            plane = (x[:, start:start + size] >> (dac_bits * j)) & ((1 << dac_bits) - 1)
+            code = (plane @ block + half) >> shift[g]
+            clips += int(np.sum(code > top))
+            total += np.minimum(code, top) * coef[g, j]
+        start += size
+    return total.reshape(len(x), -1, cols).sum(axis=1).astype(np.float64), clips
+
+
+@pytest.mark.parametrize("dac_bits,cycles,cell_max,exp", [
+    (1, 3, 7, 0), (1, 2, 31, 0), (1, 4, 32, 0), (1, 3, 7, 24), (2, 3, 5, 0), (2, 2, 6, 0), (1, 5, 3, 2)])
+def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_max: int, exp: int) -> None:
+    """The dense method against numpy on a Dense crossbar that takes its AVX2 variants: two DAC
+    cycles per multiply (1-bit DACs with cells ≤ 31, 2-bit with cells ≤ 5; odd and even cycle
+    counts; several splits of the s16 sums per group), codes going straight into an int32
+    accumulator (column weights 2^0) or through the int64 one (2^24: past int32), clipped
+    codes, columns of weight 0."""
+    if not native.dense_supported(native.load("native")):
+        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    rng = np.random.default_rng([dac_bits, cycles, cell_max, exp])
+    sizes, cols = [100, 61], 12
+    rows, q = sum(sizes), 3 * cols   # columns: +, − and a third slice of weight 0
+    cells = rng.integers(0, cell_max + 1, (rows, q)).astype(np.float32)
+    codes = (rng.integers(0, 1 << (dac_bits * cycles), (37, rows)) * (rng.random((37, rows)) < 0.6))
+    shift = rng.integers(0, 4, (2, q)).astype(np.int32)
+    weight = np.r_[np.full(cols, 1), -np.full(cols, 1), np.zeros(cols)].astype(np.int64) << exp
+    coef = np.stack([np.stack([weight << (dac_bits * j) for j in range(cycles)])] * 2)
+    top = 15
+    want = _modelled(codes, cells, sizes, dac_bits, cycles, shift, top, coef, cols)
+    for method in ("dense", "sparse"):
+        out, clips = native.load("native").tfxbar_crossbar(
+            codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.range(rows),
+            group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
+            ref_shift=tf.constant([-1, -1]), offset_num=tf.zeros([cols], tf.float64),
+            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False,
+            dac_bits=dac_bits, cycles=cycles, top=top, cols=cols, method=method)
+        np.testing.assert_array_equal(out.numpy(), want[0], err_msg=method)
+        assert int(clips) == want[1] > 0, method
+
+
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "amx")

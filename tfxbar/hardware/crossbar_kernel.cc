@@ -265,11 +265,14 @@ int64_t RunPatches(const Plan& p, const AccT* cells, const uint8_t* planes, int6
 //   cells ≤ 127, a pair sum ≤ 2^15 − 1), summed in s16 lanes when every partial sum is below
 //   2^15, else widened to s32 at once (`vpmaddwd` by ones).
 //
-// The ADC then runs on int32 lanes (AVX2: in registers, straight from the partial sums), and
-// the cycles of one row group are combined in int32 (code << dac·j) before one signed shift by
-// the column's weight ±2^e: coef[g][j][q] = coef[g][0][q] · 2^(dac·j), as the program's
-// shift-add defines it. AVX2 reads each patch's plane bytes where they lie when every 4 rows
-// of a group are adjacent there (3×3 taps of ≥ 4 channels), else from a gathered copy.
+// The ADC then runs on int32 lanes (AVX2: in registers, straight from the partial sums). The
+// column weights follow the program's shift-add, coef[g][j][q] = coef[g][0][q] · 2^(dac·j) =
+// ±2^(e + dac·j): AVX2 adds ±code · 2^(e + dac·j) straight into an int32 accumulator where no
+// column's sum can reach 2^31 (`fused`), else (and AMX) the cycles of a group are combined in
+// int32 (code << dac·j) before one signed shift by ±2^e into int64. AVX2 reads each patch's
+// plane bytes where they lie when every 4 rows of a group are adjacent there (3×3 taps of ≥ 4
+// channels), else from a gathered copy; with 1-bit DACs it multiplies two cycles at once
+// (`PairCycles`).
 
 enum class Backend { kNone, kAmx, kAvx2Narrow, kAvx2Wide };
 
@@ -317,7 +320,32 @@ struct DensePlan {
   std::vector<uint8_t> b;              // per group, column block, 64-row chunk: 16 × 64 bytes
   std::vector<int32_t> shift, half;    // (G, qd)
   std::vector<int64_t> exp0, keep, neg;  // (G, qd) cycle-0 weight: 0, or ±2^exp0 (keep = −1, neg = 0 / −1)
+  // AVX2 with `fused`: each code goes straight into an int32 accumulator per column as
+  // ±code · 2^(dac·j + exp0) (exact: PlanDense bounds every column's sum below 2^31), else into
+  // y (code · 2^(dac·j)), combined per group in int64. Per (G, qd): the shift and the sign
+  // (−1, 0, 1), or all-0 / all-1 tables for y.
+  bool fused = false;
+  std::vector<int32_t> exp32, sign32, zeros, ones;
+  int pair_shift = 0;       // > 0: paired cycles (`PairCycles`), plane byte x + x' · 2^pair_shift
+  int64_t pair_quads = 0;   // quads summed in s16 before the two cycles' sums are split
 };
+
+// Two DAC cycles per `vpmaddubsw` (AVX2, s16 partial sums): with the plane byte u = x + x' · 2^k
+// (x, x' the planes of cycles 2i and 2i + 1), a pair sum is f + f' · 2^k, and f, f' can be told
+// apart while f < 2^k. f grows by at most 2 · plane · cell per quad, so every `pair_quads` quads
+// the running sum is split: hi += sum >> k, all += sum (mod 2^16); at the end f' = hi and
+// f = all − hi · 2^k (mod 2^16, exact: every partial sum is below 2^15 on this path). For 1-bit
+// DACs and cells up to 31 this halves the multiplies and plane reads of cycles 2i, 2i + 1.
+// Only when every group reads its planes in place (the planes then hold the pairs).
+inline void PairCycles(int64_t plane_max, double cell_max, int64_t cycles, bool all_direct, DensePlan* d) {
+  int k = 7;
+  while (k > 0 && plane_max * ((int64_t{1} << k) + 1) > 255) --k;   // u fits a byte
+  const double growth = 2.0 * static_cast<double>(plane_max) * cell_max;
+  const int64_t quads = growth > 0 ? static_cast<int64_t>(static_cast<double>((int64_t{1} << k) - 1) / growth) : 0;
+  if (d->backend != Backend::kAvx2Narrow || cycles < 2 || !all_direct || quads < 2) return;
+  d->pair_shift = k;
+  d->pair_quads = quads;
+}
 
 // Σ of n plane bytes (the reference column's partial sum).
 inline int64_t SumBytes(const uint8_t* a, int64_t n) {
@@ -337,75 +365,112 @@ inline int64_t SumBytes(const uint8_t* a, int64_t n) {
 }
 
 #if defined(__AVX2__)
-// One register block: patches r0 … r0 + kP − 1 (those past `live` repeat the last one and
-// are discarded) × kV vectors of 8 columns from column tile t0 on.
-template <bool kNarrow, int kP, int kV>
-inline void Avx2Block(const uint8_t* const* src, const int64_t* qoff, int64_t quads, const uint8_t* b,
-                      int64_t chunk, int64_t t0, int64_t r0, int64_t live, const int32_t* shift,
-                      const int32_t* half, __m256i vtop, __m128i vup, int32_t* y, int64_t qd, __m256i& over) {
+// The ADC on 8 columns' int32 partial sums: floor(part · 2^−s + 0.5) = (part + half) >> s,
+// saturating at top (counted in `over`, negated), then sign · code · 2^up (per lane) added
+// into out[0..8).
+inline void Avx2Adc(__m256i part, __m256i h, __m256i s, __m256i vtop, __m256i up, __m256i sign, int32_t* out,
+                    __m256i& over) {
+  __m256i code = _mm256_srlv_epi32(_mm256_add_epi32(part, h), s);
+  over = _mm256_add_epi32(over, _mm256_cmpgt_epi32(code, vtop));
+  code = _mm256_min_epi32(code, vtop);
+  __m256i* o = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), _mm256_sign_epi32(_mm256_sllv_epi32(code, up), sign)));
+}
+
+// What one call of a register block reads (one row group and DAC cycle, or pair of cycles).
+struct Avx2Args {
+  const uint8_t* const* src;   // src[r]: patch r's plane bytes (quad k at src[r] + qoff[k])
+  const int64_t* qoff;
+  int64_t quads;
+  const uint8_t* b;            // the group's cells, VNNI order, `chunk` bytes per column tile
+  int64_t chunk, live, qd;
+  const int32_t* shift;
+  const int32_t* half;
+  __m256i vtop;
+  __m256i vup, vup_next;       // code shifts of the cycle (and of the next, paired)
+  __m128i vpair;               // paired: the plane byte's field shift k
+  int64_t pair_quads;          // paired: quads between splits
+  const int32_t* exp;          // (qd,) per column: code shift on top of the cycle's
+  const int32_t* sign;         // (qd,) per column: −1, 0, 1
+  int32_t* y;                  // 16 × qd: Σ sign · code · 2^(up + exp)
+};
+
+// One register block: patches r0 … r0 + kP − 1 (those past `live` repeat the last one and are
+// discarded) × kV vectors of 8 columns from column tile t0 on. kPaired: two cycles at once
+// (`PairCycles`, s16 partial sums).
+template <bool kNarrow, bool kPaired, int kP, int kV>
+inline void Avx2Block(const Avx2Args& a, int64_t t0, int64_t r0, __m256i& over) {
   const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* row[kP];
-  for (int r = 0; r < kP; ++r) row[r] = src[std::min<int64_t>(r0 + r, live - 1)];
+  for (int r = 0; r < kP; ++r) row[r] = a.src[std::min<int64_t>(r0 + r, a.live - 1)];
   const uint8_t* bv[kV];
-  for (int v = 0; v < kV; ++v) bv[v] = b + (t0 + v / 2) * chunk + 32 * (v % 2);
-  __m256i acc[kP][kV];
+  for (int v = 0; v < kV; ++v) bv[v] = a.b + (t0 + v / 2) * a.chunk + 32 * (v % 2);
+  __m256i acc[kP][kV], all[kP][kV], hi[kP][kV];
   for (int r = 0; r < kP; ++r)
-    for (int v = 0; v < kV; ++v) acc[r][v] = _mm256_setzero_si256();
-  for (int64_t k = 0; k < quads; ++k) {
-    __m256i bk[kV];
-    for (int v = 0; v < kV; ++v) bk[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bv[v] + 64 * k));
-    const int64_t o = qoff[k];
-    for (int r = 0; r < kP; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, row[r] + o, 4);
-      const __m256i x = _mm256_set1_epi32(quad);
-      for (int v = 0; v < kV; ++v) {
-        const __m256i pair = _mm256_maddubs_epi16(x, bk[v]);
-        // Narrow: s16 lanes (rows 4k, 4k+1 and 4k+2, 4k+3 of each column); else s32 at once.
-        acc[r][v] = kNarrow ? _mm256_add_epi16(acc[r][v], pair)
-                            : _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(pair, ones));
+    for (int v = 0; v < kV; ++v) acc[r][v] = all[r][v] = hi[r][v] = _mm256_setzero_si256();
+  const int64_t split = kPaired ? a.pair_quads : a.quads;
+  for (int64_t k0 = 0; k0 < a.quads; k0 += split) {
+    const int64_t k1 = std::min(a.quads, k0 + split);
+    for (int64_t k = k0; k < k1; ++k) {
+      __m256i bk[kV];
+      for (int v = 0; v < kV; ++v) bk[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bv[v] + 64 * k));
+      const int64_t o = a.qoff[k];
+      for (int r = 0; r < kP; ++r) {
+        int32_t quad;
+        std::memcpy(&quad, row[r] + o, 4);
+        const __m256i x = _mm256_set1_epi32(quad);
+        for (int v = 0; v < kV; ++v) {
+          const __m256i pair = _mm256_maddubs_epi16(x, bk[v]);
+          // Narrow: s16 lanes (rows 4k, 4k+1 and 4k+2, 4k+3 of each column); else s32 at once.
+          acc[r][v] = kNarrow ? _mm256_add_epi16(acc[r][v], pair)
+                              : _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(pair, ones));
+        }
       }
     }
+    if (kPaired)
+      for (int r = 0; r < kP; ++r)
+        for (int v = 0; v < kV; ++v) {
+          hi[r][v] = _mm256_add_epi16(hi[r][v], _mm256_srl_epi16(acc[r][v], a.vpair));
+          all[r][v] = _mm256_add_epi16(all[r][v], acc[r][v]);
+          acc[r][v] = _mm256_setzero_si256();
+        }
   }
-  // ADC: floor(partial · 2^−s + 0.5) = (partial + half) >> s, saturating at top.
-  const int64_t rows = std::min<int64_t>(kP, live - r0);
+  const int64_t rows = std::min<int64_t>(kP, a.live - r0);
   for (int v = 0; v < kV; ++v) {
     const int64_t q = 16 * t0 + 8 * v;
-    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shift + q));
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + q));
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.shift + q));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.half + q));
+    const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.exp + q));
+    const __m256i sign = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sign + q));
+    const __m256i up = _mm256_add_epi32(e, a.vup);
     for (int r = 0; r < kP; ++r) {
       if (r >= rows) break;
-      const __m256i part = kNarrow ? _mm256_madd_epi16(acc[r][v], ones) : acc[r][v];
-      __m256i code = _mm256_srlv_epi32(_mm256_add_epi32(part, h), s);
-      over = _mm256_add_epi32(over, _mm256_cmpgt_epi32(code, vtop));
-      code = _mm256_min_epi32(code, vtop);
-      __m256i* out = reinterpret_cast<__m256i*>(y + (r0 + r) * qd + q);
-      _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), _mm256_sll_epi32(code, vup)));
+      int32_t* out = a.y + (r0 + r) * a.qd + q;
+      if (kPaired) {
+        const __m256i low = _mm256_sub_epi16(all[r][v], _mm256_sll_epi16(hi[r][v], a.vpair));
+        Avx2Adc(_mm256_madd_epi16(low, ones), h, s, a.vtop, up, sign, out, over);
+        Avx2Adc(_mm256_madd_epi16(hi[r][v], ones), h, s, a.vtop, _mm256_add_epi32(e, a.vup_next), sign, out, over);
+      } else {
+        Avx2Adc(kNarrow ? _mm256_madd_epi16(acc[r][v], ones) : acc[r][v], h, s, a.vtop, up, sign, out, over);
+      }
     }
   }
 }
 
-// AVX2, one row group and DAC cycle of `live` ≤ 16 patches: the partial sums (quad k of patch
-// r: the 4 plane bytes at src[r] + qoff[k]; the group's cells `b`, nb column tiles of 16, VNNI
-// order), the ADC on them in registers, code << up added into y (16 × qd); returns the number
-// of clipped codes.
-template <bool kNarrow>
-int64_t Avx2Cycle(const uint8_t* const* src, const int64_t* qoff, int64_t quads, const uint8_t* b,
-                  int64_t chunk, int64_t nb, const int32_t* shift, const int32_t* half, int32_t top, int32_t up,
-                  int64_t live, int32_t* y, int64_t qd) {
-  const __m256i vtop = _mm256_set1_epi32(top);
-  const __m128i vup = _mm_cvtsi32_si128(up);
+// AVX2, one row group and DAC cycle (or pair of cycles) of `live` ≤ 16 patches: the partial
+// sums of nb column tiles of 16, the ADC on them in registers, code << up added into y;
+// returns the number of clipped codes.
+template <bool kNarrow, bool kPaired>
+int64_t Avx2Cycle(const Avx2Args& a, int64_t nb) {
   __m256i over = _mm256_setzero_si256();   // − clipped codes, per lane
   // Two patches × two column tiles: the fastest of the shapes tried side by side on an AVX2
   // CPU (4 × 1, 2 × 2, 3 × 2, 6 × 1, 8 × 1, 1 × 4, 2 × 3, 1 × 2, 2 × 4 patches × tiles).
   constexpr int kP = 2, kT = 2;
   int64_t t0 = 0;
   for (; t0 + kT <= nb; t0 += kT)
-    for (int64_t r0 = 0; r0 < live; r0 += kP)
-      Avx2Block<kNarrow, kP, 2 * kT>(src, qoff, quads, b, chunk, t0, r0, live, shift, half, vtop, vup, y, qd, over);
+    for (int64_t r0 = 0; r0 < a.live; r0 += kP) Avx2Block<kNarrow, kPaired, kP, 2 * kT>(a, t0, r0, over);
   for (; t0 < nb; ++t0)
-    for (int64_t r0 = 0; r0 < live; r0 += 4)
-      Avx2Block<kNarrow, 4, 2>(src, qoff, quads, b, chunk, t0, r0, live, shift, half, vtop, vup, y, qd, over);
+    for (int64_t r0 = 0; r0 < a.live; r0 += 4) Avx2Block<kNarrow, kPaired, 4, 2>(a, t0, r0, over);
   alignas(32) int32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), over);
   int64_t clips = 0;
@@ -468,7 +533,8 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
 #endif
   std::vector<uint8_t> a(d.a_start[p.groups], 0);   // tails past a group's rows stay 0
   std::vector<int64_t> acc(16 * d.qd);
-  std::vector<int32_t> y(16 * d.qd);
+  std::vector<int32_t> y(16 * d.qd);   // fused: the int32 accumulator of the 16 patches
+  std::vector<double> sums(p.cols);
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
   alignas(64) Partials c;
 #endif
@@ -476,17 +542,28 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
   const int64_t nb = d.qd / 16;
   for (int64_t m0 = begin; m0 < end; m0 += 16) {
     const int64_t live = std::min<int64_t>(16, end - m0);
-    for (int64_t r = 0; r < 16; ++r) {   // rows past the end repeat the last patch (discarded)
-      const int64_t m = m0 + std::min(r, live - 1);
-      if (p.conv) {
-        const int64_t b = m / (p.out_h * p.out_w), oy = (m / p.out_w) % p.out_h, ox = m % p.out_w;
+    // Patch m0 + r at (b, oy, ox), stepped along without a division per patch; rows past the
+    // end repeat the last patch (discarded).
+    int64_t b = m0 / (p.out_h * p.out_w), oy = (m0 / p.out_w) % p.out_h, ox = m0 % p.out_w;
+    for (int64_t r = 0; r < 16; ++r) {
+      if (r >= live) {
+        origin[r] = origin[live - 1];
+      } else if (p.conv) {
         origin[r] = b * p.image_stride + (oy * p.sh * p.wp + ox * p.sw) * p.channels;
+        if (++ox == p.out_w) {
+          ox = 0;
+          if (++oy == p.out_h) oy = 0, ++b;
+        }
       } else {
-        origin[r] = m * p.image_stride;
+        origin[r] = (m0 + r) * p.image_stride;
       }
       total[r] = 0;
     }
-    std::fill(acc.begin(), acc.end(), 0);
+    if (d.fused) {
+      std::fill(y.begin(), y.end(), 0);
+    } else {
+      std::fill(acc.begin(), acc.end(), 0);
+    }
     for (int64_t g = 0; g < p.groups; ++g) {
       const int64_t kp = d.kp[g], chunk = kp * 16;
       uint8_t* ag = a.data() + d.a_start[g];
@@ -494,13 +571,16 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
       const int32_t* s = d.shift.data() + g * d.qd;
       const int32_t* h = d.half.data() + g * d.qd;
       const int32_t top = static_cast<int32_t>(p.top);
-      std::fill(y.begin(), y.end(), 0);
+      if (!d.fused) std::fill(y.begin(), y.end(), 0);
       const int64_t rs = p.ref_shift[g];
       // AVX2 reads each patch's quads where they lie in the planes when the group's rows allow
       // (no reference column: its sum is taken from the gathered rows); else from a gather.
       const bool direct = d.backend != Backend::kAmx && d.direct[g] && rs < 0;
       const int64_t* qoff = direct ? d.qoff.data() + d.qoff_start[g] : d.iota.data();
-      for (int64_t j = 0; j < p.cycles; ++j) {
+      // Paired: slot j holds cycles 2j and 2j + 1 (the last one alone for an odd count).
+      const int64_t slots = d.pair_shift > 0 ? (p.cycles + 1) / 2 : p.cycles;
+      for (int64_t j = 0; j < slots; ++j) {
+        const int64_t cycle = d.pair_shift > 0 ? 2 * j : j;
         const uint8_t* base = planes + j * p.plane_stride;
         const uint8_t* src[16];
         for (int64_t r = 0; r < 16; ++r) src[r] = direct ? base + origin[r] : ag + r * kp;
@@ -510,11 +590,18 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
               const Run& run = p.runs[u];
               std::memcpy(ag + r * kp + (run.row - p.start[g]), base + origin[r] + run.offset, run.length);
             }
-        const int32_t up = static_cast<int32_t>(p.dac * j);
-        if (d.backend == Backend::kAvx2Narrow) {
-          clips += Avx2Cycle<true>(src, qoff, d.k4[g], bg, chunk, nb, s, h, top, up, live, y.data(), d.qd);
+        const int32_t up = static_cast<int32_t>(p.dac * cycle);
+        const Avx2Args args{src, qoff, d.k4[g], bg, chunk, live, d.qd, s, h, _mm256_set1_epi32(top),
+                            _mm256_set1_epi32(up), _mm256_set1_epi32(up + static_cast<int32_t>(p.dac)),
+                            _mm_cvtsi32_si128(d.pair_shift), d.pair_quads,
+                            d.fused ? d.exp32.data() + g * d.qd : d.zeros.data(),
+                            d.fused ? d.sign32.data() + g * d.qd : d.ones.data(), y.data()};
+        if (d.pair_shift > 0 && cycle + 1 < p.cycles) {
+          clips += Avx2Cycle<true, true>(args, nb);
+        } else if (d.backend == Backend::kAvx2Narrow) {
+          clips += Avx2Cycle<true, false>(args, nb);
         } else if (d.backend == Backend::kAvx2Wide) {
-          clips += Avx2Cycle<false>(src, qoff, d.k4[g], bg, chunk, nb, s, h, top, up, live, y.data(), d.qd);
+          clips += Avx2Cycle<false, false>(args, nb);
         }
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
         for (int64_t cb = 0; d.backend == Backend::kAmx && cb < nb; cb += 4) {
@@ -545,12 +632,12 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
             int64_t code = rs == 0 ? v : (rs > 62 ? 0 : (v + (int64_t{1} << (rs - 1))) >> rs);
             clips += r < live && code > p.top;
             code = code > p.top ? p.top : code;
-            total[r] += code << (rs + p.dac * j);
+            total[r] += code << (rs + p.dac * cycle);
           }
         }
       }
       const int64_t* w = d.exp0.data() + g * d.qd;
-      for (int64_t r = 0; r < live; ++r) {
+      for (int64_t r = 0; !d.fused && r < live; ++r) {
         int64_t* __restrict ar = acc.data() + r * d.qd;
         const int32_t* __restrict yr = y.data() + r * d.qd;
         const int64_t* __restrict e = w;
@@ -564,17 +651,32 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
       }
     }
     for (int64_t r = 0; r < live; ++r) {
-      const int64_t m = m0 + r;
-      const int64_t* ar = acc.data() + r * d.qd;
-      for (int64_t n = 0; n < p.cols; ++n) {
-        int64_t v = 0;
-        for (int64_t q = n; q < d.qd; q += p.cols) v += ar[q];
-        const double x = static_cast<double>(v) * p.unit - static_cast<double>(total[r]) * p.offset_num[n];
-        if (p.scale != nullptr) {
-          p.out_real[m * p.cols + n] = static_cast<float>(x * p.scale[n]);
-        } else {
-          p.out_x[m * p.cols + n] = x;
+      // Σ of each output's columns (its slices / polarities, q ≡ n mod cols): exact in float64
+      // (integers below 2^53), so X = Σ · 2^f − total · B takes the TF path's float64 operations.
+      double* __restrict v = sums.data();
+      std::fill(sums.begin(), sums.end(), 0.0);
+      if (d.fused) {
+        const int32_t* __restrict yr = y.data() + r * d.qd;
+        for (int64_t q0 = 0; q0 < d.qd; q0 += p.cols)
+          for (int64_t n = 0; n < std::min(p.cols, d.qd - q0); ++n) v[n] += static_cast<double>(yr[q0 + n]);
+      } else {
+        const int64_t* ar = acc.data() + r * d.qd;
+        for (int64_t n = 0; n < p.cols; ++n) {
+          int64_t total_n = 0;
+          for (int64_t q = n; q < d.qd; q += p.cols) total_n += ar[q];
+          v[n] = static_cast<double>(total_n);
         }
+      }
+      const double offset = static_cast<double>(total[r]);
+      const double* __restrict b = p.offset_num;
+      const int64_t m = m0 + r;
+      if (p.scale != nullptr) {
+        const double* __restrict scale = p.scale;
+        float* __restrict out = p.out_real + m * p.cols;
+        for (int64_t n = 0; n < p.cols; ++n) out[n] = static_cast<float>((v[n] * p.unit - offset * b[n]) * scale[n]);
+      } else {
+        double* __restrict out = p.out_x + m * p.cols;
+        for (int64_t n = 0; n < p.cols; ++n) out[n] = v[n] * p.unit - offset * b[n];
       }
     }
   }
@@ -584,6 +686,32 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
   return clips;
 }
 #endif  // AVX2
+
+// The plane bytes of one row of n codes below 2^31 in magnitude, slot j at dst + j · stride:
+// (x >> dac·j) & plane_max, or with pairs (`PairCycles`, pair > 0) the bytes of cycles 2j and
+// 2j + 1 as plane(2j) + plane(2j + 1) · 2^pair. `code` is scratch for n int32.
+inline void FillPlanes(const float* __restrict src, int64_t n, int32_t* __restrict code, uint8_t* dst,
+                       int64_t stride, int64_t slots, int pair, int64_t dac, int64_t cycles, int64_t plane_max) {
+  int64_t t = 0;
+#if defined(__AVX2__)
+  for (; t + 8 <= n; t += 8)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(code + t), _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_loadu_ps(src + t))));
+#endif
+  for (; t < n; ++t) code[t] = static_cast<int32_t>(std::floor(src[t]));
+  const int32_t mask = static_cast<int32_t>(plane_max);
+  for (int64_t j = 0; j < slots; ++j) {
+    const int64_t c0 = pair > 0 ? 2 * j : j;
+    const int32_t bits = static_cast<int32_t>(std::min<int64_t>(dac * c0, 31));
+    uint8_t* __restrict out = dst + j * stride;
+    if (pair > 0 && c0 + 1 < cycles) {
+      const int32_t next = static_cast<int32_t>(std::min<int64_t>(dac * (c0 + 1), 31));
+      for (int64_t i = 0; i < n; ++i)
+        out[i] = static_cast<uint8_t>(((code[i] >> bits) & mask) | (((code[i] >> next) & mask) << pair));
+    } else {
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>((code[i] >> bits) & mask);
+    }
+  }
+}
 
 template <typename T>
 class CrossbarOp : public OpKernel {
@@ -751,7 +879,10 @@ class CrossbarOp : public OpKernel {
 
     const float* x = codes.flat<float>().data();
     // 64 bytes of slack: the dense path's last quad of a patch may read past its rows (× zero cells).
-    std::vector<uint8_t> planes(cycles_ * p.plane_stride + 64, 0);
+    // Paired cycles (`PairCycles`): slot i holds plane(2i) + plane(2i + 1) · 2^k, else slot j plane(j).
+    const int pair = dense ? d.pair_shift : 0;
+    const int64_t slots = pair > 0 ? (cycles_ + 1) / 2 : cycles_;
+    std::vector<uint8_t> planes(slots * p.plane_stride + 64, 0);
     const int64_t pt = conv_ ? pads_[0] : 0, pl = conv_ ? pads_[2] : 0, dac = dac_bits_;
     const int64_t run = width * p.channels;   // one image row, contiguous in codes and planes
     std::atomic<bool> bad{false};
@@ -772,20 +903,17 @@ class CrossbarOp : public OpKernel {
         if (!ok) break;
         uint8_t* dst = planes.data() + b * p.image_stride + ((y + pt) * p.wp + pl) * p.channels;
         if (narrow) {
-          int32_t* __restrict code = wide.data();
-          for (int64_t t = 0; t < run; ++t) code[t] = static_cast<int32_t>(std::floor(src[t]));
-          for (int64_t j = 0; j < cycles_; ++j, dst += p.plane_stride) {
-            const int32_t bits = static_cast<int32_t>(std::min<int64_t>(dac * j, 31));
-            uint8_t* __restrict out = dst;
-            for (int64_t t = 0; t < run; ++t)
-              out[t] = static_cast<uint8_t>((code[t] >> bits) & static_cast<int32_t>(plane_max));
-          }
+          FillPlanes(src, run, wide.data(), dst, p.plane_stride, slots, pair, dac, cycles_, plane_max);
           continue;
         }
-        for (int64_t j = 0; j < cycles_; ++j, dst += p.plane_stride) {
-          const int64_t bits = dac * j;
-          for (int64_t t = 0; t < run; ++t)
-            dst[t] = static_cast<uint8_t>((static_cast<int64_t>(std::floor(src[t])) >> bits) & plane_max);
+        for (int64_t j = 0; j < slots; ++j, dst += p.plane_stride) {
+          const int64_t c0 = pair > 0 ? 2 * j : j;
+          const bool two = pair > 0 && c0 + 1 < cycles_;
+          for (int64_t t = 0; t < run; ++t) {
+            const int64_t v = static_cast<int64_t>(std::floor(src[t]));
+            const int64_t hi = two ? ((v >> (dac * (c0 + 1))) & plane_max) << pair : 0;
+            dst[t] = static_cast<uint8_t>(((v >> (dac * c0)) & plane_max) | hi);
+          }
         }
       }
       if (!ok) bad = true;
@@ -943,6 +1071,27 @@ class CrossbarOp : public OpKernel {
           d->neg[g * d->qd + q] = c0 < 0 ? -1 : 0;
         }
       }
+    // Fused int32 accumulation when every column's Σ over groups of (top + 1) · 2^(dac·cycles + exp0)
+    // stays below 2^31 (AVX2 only: the AMX path adds its codes into y).
+    d->fused = d->backend != Backend::kAmx;
+    for (int64_t q = 0; q < q_width; ++q) {
+      double most = 0;
+      for (int64_t g = 0; g < g_count; ++g)
+        if (d->keep[g * d->qd + q] != 0)
+          most += std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(p.dac * p.cycles + d->exp0[g * d->qd + q]));
+      d->fused &= most < 2147483648.0;
+    }
+    d->zeros.assign(d->qd, 0);
+    d->ones.assign(d->qd, 1);
+    d->exp32.assign(g_count * d->qd, 0);
+    d->sign32.assign(g_count * d->qd, 0);
+    for (int64_t i = 0; i < g_count * d->qd; ++i) {
+      d->exp32[i] = static_cast<int32_t>(d->exp0[i]);
+      d->sign32[i] = d->keep[i] == 0 ? 0 : (d->neg[i] != 0 ? -1 : 1);
+    }
+    bool all_direct = true;
+    for (int64_t g = 0; g < g_count; ++g) all_direct &= d->direct[g] && p.ref_shift[g] < 0;
+    PairCycles((int64_t{1} << p.dac) - 1, static_cast<double>(cell_max), p.cycles, all_direct, d);
     return true;
   }
 
