@@ -189,6 +189,18 @@ def test_auto_runs_what_dense_cannot(cell_max: int, dac_bits: int) -> None:
             _direct_call("dense", cells, dac_bits, codes)
 
 
+@pytest.mark.parametrize("bad", [1.5, -1.0, 65536.0, np.nan])
+def test_cells_that_are_no_program_cells_are_refused(bad: float) -> None:
+    """A cell that is no integer in 0..65535 (here the 30th of 40 × 12, past the 8-wide vector
+    checks' first blocks) is named in the error, whatever the method."""
+    cells = np.ones((40, 12), np.float32)
+    cells[2, 5] = bad
+    message = rf"0\.\.65535 \(program cells\), got {bad:g}"
+    for method in ("sparse", "auto"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            _direct_call(method, cells, 1, np.zeros((3, 40), np.float32))
+
+
 def _modelled(codes: np.ndarray, cells: np.ndarray, sizes: list[int], dac_bits: int, cycles: int,
               shift: np.ndarray, top: int, coef: np.ndarray, cols: int) -> tuple[np.ndarray, int]:
     """The modelled accumulator in numpy: per row group and DAC cycle, partial sums, the ADC

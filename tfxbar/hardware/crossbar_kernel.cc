@@ -19,6 +19,7 @@
 #include <cstring>
 #include <immintrin.h>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -687,6 +688,38 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
 }
 #endif  // AVX2
 
+// Whether all n cells are integers in 0..65535 (false on NaN); their largest in *most.
+template <typename T>
+bool CheckCells(const T* c, int64_t n, T* most) {
+  bool ok = true;
+  T top = 0;
+  int64_t i = 0;
+#if defined(__AVX2__)
+  if (std::is_same<T, float>::value) {
+    const float* f = reinterpret_cast<const float*>(c);
+    __m256 good = _mm256_castsi256_ps(_mm256_set1_epi32(-1)), high = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps(), limit = _mm256_set1_ps(65535.0f);
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(f + i);
+      good = _mm256_and_ps(good, _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ),
+                                               _mm256_and_ps(_mm256_cmp_ps(v, limit, _CMP_LE_OQ),
+                                                             _mm256_cmp_ps(_mm256_floor_ps(v), v, _CMP_EQ_OQ))));
+      high = _mm256_max_ps(high, v);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, high);
+    for (float v : lanes) top = std::max(top, static_cast<T>(v));
+    ok = _mm256_movemask_ps(good) == 0xff;
+  }
+#endif
+  for (; i < n; ++i) {
+    ok &= c[i] >= T(0) && c[i] <= T(65535) && std::floor(c[i]) == c[i];
+    top = std::max(top, c[i]);
+  }
+  *most = top;
+  return ok;
+}
+
 // The plane bytes of one row of n codes below 2^31 in magnitude, slot j at dst + j · stride:
 // (x >> dac·j) & plane_max, or with pairs (`PairCycles`, pair > 0) the bytes of cycles 2j and
 // 2j + 1 as plane(2j) + plane(2j + 1) · 2^pair. `code` is scratch for n int32.
@@ -823,12 +856,15 @@ class CrossbarOp : public OpKernel {
 
     // Integer cells, Q padded to the block width with zero cells (their codes are 0).
     auto cells_flat = cells_in.flat<T>();
+    // One branch-free pass (a wide layer has ~10^6 cells per call), the offending value looked
+    // up only on failure.
     T cell_max = 0;
-    for (int64_t i = 0; i < cells_flat.size(); ++i) {
-      const T v = cells_flat(i);
-      OP_REQUIRES(ctx, v >= T(0) && v <= T(65535) && std::floor(v) == v,
-                  InvalidArgument("cells must be integers in 0..65535 (program cells), got ", v));
-      cell_max = std::max(cell_max, v);
+    const T* cell_data = cells_flat.data();
+    if (!CheckCells(cell_data, cells_flat.size(), &cell_max)) {
+      int64_t i = 0;
+      while (cell_data[i] >= T(0) && cell_data[i] <= T(65535) && std::floor(cell_data[i]) == cell_data[i]) ++i;
+      ctx->CtxFailure(InvalidArgument("cells must be integers in 0..65535 (program cells), got ", cell_data[i]));
+      return;
     }
     int64_t rows_max = 0;
     for (int64_t g = 0; g < p.groups; ++g) rows_max = std::max<int64_t>(rows_max, sizes(g));
