@@ -3,10 +3,10 @@
 The kernel computes a crossbar's modelled hardware accumulator on program cells in one pass per
 patch (docs/hardware_mode.md, "Engines"). It is compiled against the installed TensorFlow
 with the machine's C++ compiler the first time a `HardwareMode` needs it, and cached by a hash
-of the source, TensorFlow's version and flags, the compiler and the CPU (``-march=native``), so
-a later process only loads it. The build is written to a temporary name and renamed into place
-(a half-written library is never loaded); a failed build leaves the TF/XLA path in charge with
-one warning that says why.
+of the sources (the .cc and its headers), TensorFlow's version and flags, the compiler and the
+CPU (``-march=native``), so a later process only loads it. The build is written to a temporary
+name and renamed into place (a half-written library is never loaded); a failed build leaves the
+TF/XLA path in charge with one warning that says why.
 
 Environment:
     TFXBAR_ENGINE: ``auto`` (default: native when it builds), ``native`` (fail loudly if it
@@ -43,6 +43,8 @@ __all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "dense_supported", 
 ENGINES = ("auto", "native", "tf")
 KERNEL_METHODS = ("auto", "sparse", "dense")
 _SOURCE = Path(__file__).with_name("crossbar_kernel.cc")
+# The headers it includes: the sparse and dense methods and the plan they share.
+_HEADERS = tuple(Path(__file__).with_name(f"crossbar_{part}.h") for part in ("plan", "sparse", "dense"))
 _loaded: ModuleType | None = None
 _failure: str | None = None
 
@@ -91,12 +93,20 @@ _ARCH_FLAGS = (["-march=native", "-mno-avx512fp16", "-mprefer-vector-width=512"]
 _FLAGS = ["-shared", "-fPIC", "-O3", "-ffp-contract=off", "-w"]
 
 
+def _cache_key(cxx: str) -> str:
+    """What the library depends on: its sources (the .cc and its headers), TensorFlow's version
+    and flags, the build flags, the compiler and the CPU."""
+    compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    sources = [path.read_text() for path in (_SOURCE, *_HEADERS)]
+    parts = [*sources, tf.__version__, *compile_flags, *link_flags, repr(_ARCH_FLAGS), *_FLAGS,
+             _compiler_version(cxx), _cpu_flags()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
 def _build(cxx: str) -> Path:
     """Compile the kernel (or find it in the cache); the path of the shared library."""
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
-    key = hashlib.sha256("\n".join([_SOURCE.read_text(), tf.__version__, *compile_flags, *link_flags,
-                                     repr(_ARCH_FLAGS), *_FLAGS, _compiler_version(cxx),
-                                     _cpu_flags()]).encode()).hexdigest()[:20]
+    key = _cache_key(cxx)
     cache = Path(os.environ.get("TFXBAR_CACHE", Path.home() / ".cache" / "tfxbar")) / "kernels"
     target = cache / f"crossbar_kernel-{key}.so"
     if target.exists():
