@@ -20,8 +20,9 @@ is modelled. Side by side in one run, interleaved over `--rounds` in a rotated o
   ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
   8-bit layers, without DAC cycles, ADCs or tiles;
-- the first native method's model and the ceiling's again, each called in a `tf.function` per
-  batch instead of ``predict`` (how `evaluate_under_variation` runs a model);
+- the first native method's model and the ceiling's again, each under ``predict`` on
+  `tfxbar.inference_batches` (tf.data's autotuner off) and called in a `tf.function` per batch
+  instead of ``predict`` (how `evaluate_under_variation` steps a model);
 - the crossbar products alone (`HardwareCrossbar.product` of the first native method: the
   native ops, XLA for a crossbar the kernel leaves out) on the inputs the hardware mode's layers
   see for the same images: their rate over the hardware mode's is the share of its time spent in
@@ -176,6 +177,13 @@ def main() -> None:
         "Keras quantized model, no hardware mode (ceiling)": (keras_run("ideal"), n_hw),
         "TFLite int8 (ideal 8-bit)": (lambda: _run_tflite(lite, x_lite[:n_lite], args.batch), n_lite)})
     kernel_method = names[0]
+    # predict on batches without tf.data's autotuner (`tfxbar.inference_batches`): on 2 CPUs the
+    # autotuner's thread halves whole rounds of predict on arrays.
+    batches_hw = tfxbar.inference_batches(xf_hw, batch_size=args.batch)
+    runs[f"Keras hardware mode, native engine ({kernel_method}), predict on inference_batches"] = (
+        lambda: copies[kernel_method].predict(batches_hw, verbose=0), n_hw)
+    runs["Keras quantized model, no hardware mode (ceiling), predict on inference_batches"] = (
+        lambda: copies["ideal"].predict(batches_hw, verbose=0), n_hw)
     runs[f"Keras hardware mode, native engine ({kernel_method}), tf.function loop"] = (
         _function_loop(copies[kernel_method], xf_hw, args.batch), n_hw)
     runs["Keras quantized model, no hardware mode (ceiling), tf.function loop"] = (

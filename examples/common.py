@@ -58,7 +58,8 @@ def fit(model: keras.Model, data: Splits, epochs: int, lr: float, batch_size: in
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(model.predict(x, batch_size=512, verbose=0), 1) == y))
+    logits = model.predict(tfxbar.inference_batches(x, batch_size=512), verbose=0)
+    return float(np.mean(np.argmax(logits, 1) == y))
 
 
 def quantize_and_fit(model: keras.Model, data: Splits, preset: str | tfxbar.Preset, epochs: int,

@@ -35,6 +35,7 @@ _NAMES = {
     "quantize_model": "tfxbar.quantize",
     "DeviceModel": "tfxbar.variation", "DeviceVariation": "tfxbar.variation",
     "evaluate_under_variation": "tfxbar.variation", "plot_robustness": "tfxbar.variation",
+    "inference_batches": "tfxbar.pipelines",
 }
 _NUMPY_ONLY = {"ConversionError", "FormatError", "Interpreter", "Program", "load_program", "CheckReport",
                "check_program", "EnergyModel", "summary"}

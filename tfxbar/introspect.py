@@ -11,6 +11,7 @@ import tf_keras as keras
 from tfxbar import tfmot_api
 from tfxbar.compat import require_tf_keras
 from tfxbar.export.finite import require_finite_weights
+from tfxbar.pipelines import inference_batches
 from tfxbar.quantizers import ActivationForm, ClippedRound, IntegerForm, WeightQuantizer
 
 __all__ = ["QuantizedKernel", "QuantizedOutput", "output_codes", "quantized_kernels", "quantized_outputs"]
@@ -107,7 +108,7 @@ def output_codes(model: keras.Model, x: np.ndarray, names: list[str],
     """
     outputs = {o.layer.name: o for o in quantized_outputs(model)}
     probe = keras.Model(model.inputs, [outputs[n].layer.output for n in names])
-    values = probe.predict(x, batch_size=batch_size, verbose=0)
+    values = probe.predict(inference_batches(x, batch_size=batch_size), verbose=0)
     values = values if isinstance(values, list) else [values]
     return {n: np.round(v / outputs[n].form().step).astype(np.int64)
             for n, v in zip(names, values, strict=True)}

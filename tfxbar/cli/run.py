@@ -216,6 +216,8 @@ def _chips_keras(args: argparse.Namespace, program: object, codes: np.ndarray, l
 def _run_keras(args: argparse.Namespace, program: object,
                codes: np.ndarray) -> tuple[np.ndarray, float, dict[str, dict[str, int]]]:
     """Predictions, seconds and hardware counters of the Keras engine (``--engine keras``)."""
+    from tfxbar.pipelines import inference_batches
+
     model, hardware, x = _keras_hardware(args, program, codes)
     if hardware is not None:
         hardware.install()
@@ -223,7 +225,8 @@ def _run_keras(args: argparse.Namespace, program: object,
     if hardware is not None:
         hardware.reset_stats()
     start = time.perf_counter()
-    predictions = np.argmax(model.predict(x, batch_size=args.batch_size, verbose=0), axis=-1)
+    logits = model.predict(inference_batches(x, batch_size=args.batch_size), verbose=0)
+    predictions = np.argmax(logits, axis=-1)
     seconds = time.perf_counter() - start
     return predictions, seconds, hardware.stats() if hardware is not None else {}
 

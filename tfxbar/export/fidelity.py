@@ -45,6 +45,7 @@ import numpy as np
 
 from tfxbar.export.elementwise import Affine, Relu
 from tfxbar.export.ir import Graph
+from tfxbar.pipelines import inference_batches
 
 __all__ = ["Fidelity", "LayerFidelity", "float32_error_bound", "measure"]
 
@@ -287,5 +288,5 @@ def measure(qmodel: Any, program: Any, x: np.ndarray, codes: np.ndarray | None =
             distance[n] = max(distance[n], float(gap[differ].max(initial=0.0)))
     layers = [LayerFidelity(n, int(taps[n].size), *(int(c) for c in counts[n]), distance[n])
               for n in names]
-    keras_pred = np.argmax(qmodel.predict(x, batch_size=batch_size, verbose=0), -1)
+    keras_pred = np.argmax(qmodel.predict(inference_batches(x, batch_size=batch_size), verbose=0), -1)
     return Fidelity(layers, keras_pred, np.argmax(logits, -1))

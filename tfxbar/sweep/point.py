@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from tfxbar.pipelines import inference_batches
 from tfxbar.sweep.grid import FINETUNE_FIELDS
 
 __all__ = ["calibration_name", "evaluate_point", "finetune"]
@@ -215,7 +216,8 @@ def evaluate_point(point: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     ideal = float(np.mean(tfxbar.Interpreter(program).predict(x) == y))
     hardware = HardwareMode(model, program=program)
     with hardware:
-        hw = float(np.mean(np.argmax(model.predict(xf, batch_size=256, verbose=0), -1) == y))
+        logits = model.predict(inference_batches(xf, batch_size=256), verbose=0)
+        hw = float(np.mean(np.argmax(logits, -1) == y))
     sigma = float(point.get("sigma", 0.0))
     chips_mean = chips_worst = hw
     if sigma > 0:

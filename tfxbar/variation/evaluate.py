@@ -12,6 +12,7 @@ import tf_keras as keras
 
 from tfxbar.compat import require_tf_keras
 from tfxbar.export.finite import check_finite
+from tfxbar.pipelines import inference_batches
 from tfxbar.variation.cells import VariationState, _Structure, install, uninstall
 from tfxbar.variation.devices import DeviceModel
 
@@ -107,7 +108,7 @@ def _as_dataset(data: Any, batch_size: int) -> tf.data.Dataset:
         x = check_finite(data[0], "evaluate_under_variation: x", "drop or replace those examples")
         if len(x) == 0:
             raise ValueError(_EMPTY)
-        return tf.data.Dataset.from_tensor_slices((x, data[1])).batch(batch_size)
+        return inference_batches(x, data[1], batch_size)
     raise TypeError("dataset must be a tf.data.Dataset of (x, y) batches or an (x, y) tuple")
 
 
