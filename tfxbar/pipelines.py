@@ -15,8 +15,8 @@ def inference_batches(x: np.ndarray | tf.Tensor, y: np.ndarray | tf.Tensor | Non
     `model.predict(x)` on arrays, and any pipeline with tf.data's default options, run the
     autotuner; on a 2-CPU machine its thread takes a core from the model for a second or more at
     a time, and whole rounds of `predict` (or of a loop over the dataset) then run at one
-    thread's speed: 1,577 vs 2,886–3,058 img/s for the MNIST CNN (docs/benchmarks.md, "Keras
-    hardware mode throughput"). Slices in batches have nothing to tune. tfxbar's own inference
+    thread's speed: 1,580 vs 2,780–3,134 img/s for the MNIST CNN (`benchmarks/tfdata_autotune.py`,
+    docs/benchmarks.md). Slices in batches have nothing to tune. tfxbar's own inference
     loops (`evaluate_under_variation` on arrays, sweeps, fidelity) use this.
 
     Arguments:

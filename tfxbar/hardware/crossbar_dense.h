@@ -84,13 +84,12 @@ struct DensePlan {
   std::vector<int64_t> b_start;        // (G,) offset of each group's packed cells
   std::vector<uint8_t> b;              // per group, column block, 64-row chunk: 16 × 64 bytes
   std::vector<int32_t> shift, half;    // (G, qd)
-  std::vector<int64_t> exp0, keep, neg;  // (G, qd) cycle-0 weight: 0, or ±2^exp0 (keep = −1, neg = 0 / −1)
+  std::vector<int32_t> exp, sign;     // (G, qd) cycle-0 weight: sign · 2^exp, sign ∈ {−1, 0, 1}
   // AVX2 with `fused`: each code goes straight into an int32 accumulator per column as
-  // ±code · 2^(dac·j + exp0) (exact: PlanDense bounds every column's sum below 2^31), else into
-  // y (code · 2^(dac·j)), combined per group in int64. Per (G, qd): the shift and the sign
-  // (−1, 0, 1), or all-0 / all-1 tables for y.
+  // sign · code · 2^(dac·j + exp) (exact: PlanDense bounds every column's sum below 2^31), else
+  // into y (code · 2^(dac·j); the all-0 / all-1 tables), combined per group in int64.
   bool fused = false;
-  std::vector<int32_t> exp32, sign32, zeros, ones;
+  std::vector<int32_t> zeros, ones;
   int pair_shift = 0;       // > 0: paired cycles (`PairCycles`), plane byte x + x' · 2^pair_shift
   int64_t pair_quads = 0;   // quads summed in s16 before the two cycles' sums are split
 };
@@ -359,8 +358,8 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
         const Avx2Args args{src, qoff, d.k4[g], bg, chunk, live, d.qd, s, h, _mm256_set1_epi32(top),
                             _mm256_set1_epi32(up), _mm256_set1_epi32(up + static_cast<int32_t>(p.dac)),
                             _mm_cvtsi32_si128(d.pair_shift), d.pair_quads,
-                            d.fused ? d.exp32.data() + g * d.qd : d.zeros.data(),
-                            d.fused ? d.sign32.data() + g * d.qd : d.ones.data(), y.data()};
+                            d.fused ? d.exp.data() + g * d.qd : d.zeros.data(),
+                            d.fused ? d.sign.data() + g * d.qd : d.ones.data(), y.data()};
         if (d.pair_shift > 0 && cycle + 1 < p.cycles) {
           clips += Avx2Cycle<true, true>(args, nb);
         } else if (d.backend == Backend::kAvx2Narrow) {
@@ -401,17 +400,16 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
           }
         }
       }
-      const int64_t* w = d.exp0.data() + g * d.qd;
       for (int64_t r = 0; !d.fused && r < live; ++r) {
         int64_t* __restrict ar = acc.data() + r * d.qd;
         const int32_t* __restrict yr = y.data() + r * d.qd;
-        const int64_t* __restrict e = w;
-        const int64_t* __restrict keep = d.keep.data() + g * d.qd;
-        const int64_t* __restrict neg = d.neg.data() + g * d.qd;
+        const int32_t* __restrict e = d.exp.data() + g * d.qd;
+        const int32_t* __restrict sg = d.sign.data() + g * d.qd;
         const int64_t qd = d.qd;
-        for (int64_t q = 0; q < qd; ++q) {   // ± y · 2^e, as shifts (vectorizes; a 64-bit multiply does not)
-          const int64_t term = (static_cast<int64_t>(yr[q]) << e[q]) & keep[q];
-          ar[q] += (term ^ neg[q]) - neg[q];
+        for (int64_t q = 0; q < qd; ++q) {   // sign · y · 2^e, as masks (vectorizes; a 64-bit multiply does not)
+          const int64_t keep = -static_cast<int64_t>(sg[q] & 1), neg = sg[q] < 0 ? -1 : 0;
+          const int64_t term = (static_cast<int64_t>(yr[q]) << e[q]) & keep;
+          ar[q] += (term ^ neg) - neg;
         }
       }
     }
@@ -516,9 +514,8 @@ bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* sh
   }
   d->shift.assign(g_count * d->qd, 0);
   d->half.assign(g_count * d->qd, 0);
-  d->exp0.assign(g_count * d->qd, 0);
-  d->keep.assign(g_count * d->qd, 0);
-  d->neg.assign(g_count * d->qd, 0);
+  d->exp.assign(g_count * d->qd, 0);
+  d->sign.assign(g_count * d->qd, 0);
   for (int64_t g = 0; g < g_count; ++g)
     for (int64_t q = 0; q < q_width; ++q) {
       const int32_t sq = shift[g * q_width + q];
@@ -527,29 +524,22 @@ bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* sh
       const int64_t c0 = coef[g * p.cycles * q_width + q], mag = c0 < 0 ? -c0 : c0;
       if (mag != 0) {
         if ((mag & (mag - 1)) != 0 || mag > (int64_t{1} << 32)) return false;
-        d->exp0[g * d->qd + q] = __builtin_ctzll(static_cast<uint64_t>(mag));
-        d->keep[g * d->qd + q] = -1;
-        d->neg[g * d->qd + q] = c0 < 0 ? -1 : 0;
+        d->exp[g * d->qd + q] = __builtin_ctzll(static_cast<uint64_t>(mag));
+        d->sign[g * d->qd + q] = c0 < 0 ? -1 : 1;
       }
     }
-  // Fused int32 accumulation when every column's Σ over groups of (top + 1) · 2^(dac·cycles + exp0)
+  // Fused int32 accumulation when every column's Σ over groups of (top + 1) · 2^(dac·cycles + exp)
   // stays below 2^31 (AVX2 only: the AMX path adds its codes into y).
   d->fused = d->backend != Backend::kAmx;
   for (int64_t q = 0; q < q_width; ++q) {
     double most = 0;
     for (int64_t g = 0; g < g_count; ++g)
-      if (d->keep[g * d->qd + q] != 0)
-        most += std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(p.dac * p.cycles + d->exp0[g * d->qd + q]));
+      if (d->sign[g * d->qd + q] != 0)
+        most += std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(p.dac * p.cycles + d->exp[g * d->qd + q]));
     d->fused &= most < 2147483648.0;
   }
   d->zeros.assign(d->qd, 0);
   d->ones.assign(d->qd, 1);
-  d->exp32.assign(g_count * d->qd, 0);
-  d->sign32.assign(g_count * d->qd, 0);
-  for (int64_t i = 0; i < g_count * d->qd; ++i) {
-    d->exp32[i] = static_cast<int32_t>(d->exp0[i]);
-    d->sign32[i] = d->keep[i] == 0 ? 0 : (d->neg[i] != 0 ? -1 : 1);
-  }
   bool all_direct = true;
   for (int64_t g = 0; g < g_count; ++g) all_direct &= d->direct[g] && p.ref_shift[g] < 0;
   PairCycles((int64_t{1} << p.dac) - 1, static_cast<double>(cell_max), p.cycles, all_direct, d);
