@@ -220,6 +220,23 @@ def _modelled(codes: np.ndarray, cells: np.ndarray, sizes: list[int], dac_bits: 
     return total.reshape(len(x), -1, cols).sum(axis=1).astype(np.float64), clips
 
 
+def _check_both_methods(codes: np.ndarray, cells: np.ndarray, rows: np.ndarray, sizes: list[int],
+                        shift: np.ndarray, coef: np.ndarray, dac_bits: int, cycles: int, top: int,
+                        want: tuple[np.ndarray, int]) -> None:
+    """A Dense crossbar (no reference column, offset 0) by the dense and the sparse method equals
+    the modelled X and clip count (some codes clip)."""
+    cols = want[0].shape[1]
+    for method in ("dense", "sparse"):
+        out, clips = native.load("native").tfxbar_crossbar(
+            codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.constant(rows, tf.int32),
+            group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
+            ref_shift=tf.constant([-1] * len(sizes)), offset_num=tf.zeros([cols], tf.float64),
+            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False,
+            dac_bits=dac_bits, cycles=cycles, top=top, cols=cols, method=method)
+        np.testing.assert_array_equal(out.numpy(), want[0], err_msg=method)
+        assert int(clips) == want[1] > 0, method
+
+
 @pytest.mark.parametrize("dac_bits,cycles,cell_max,exp", [
     (1, 3, 7, 0), (1, 2, 31, 0), (1, 4, 32, 0), (1, 3, 7, 24), (2, 3, 5, 0), (2, 2, 6, 0), (1, 5, 3, 2)])
 def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_max: int, exp: int) -> None:
@@ -240,15 +257,42 @@ def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_ma
     coef = np.stack([np.stack([weight << (dac_bits * j) for j in range(cycles)])] * 2)
     top = 15
     want = _modelled(codes, cells, sizes, dac_bits, cycles, shift, top, coef, cols)
-    for method in ("dense", "sparse"):
-        out, clips = native.load("native").tfxbar_crossbar(
-            codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.range(rows),
-            group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
-            ref_shift=tf.constant([-1, -1]), offset_num=tf.zeros([cols], tf.float64),
-            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False,
-            dac_bits=dac_bits, cycles=cycles, top=top, cols=cols, method=method)
-        np.testing.assert_array_equal(out.numpy(), want[0], err_msg=method)
-        assert int(clips) == want[1] > 0, method
+    _check_both_methods(codes, cells, np.arange(rows), sizes, shift, coef, dac_bits, cycles, top, want)
+
+
+@pytest.mark.parametrize("dac_bits,cell_max", [(1, 7), (2, 5)])
+@pytest.mark.parametrize("gathered", [False, True])
+def test_patches_with_zero_planes_are_skipped_exactly(dac_bits: int, cell_max: int, gathered: bool) -> None:
+    """The dense method skips a patch whose planes are 0 in a row group (its partial sums are 0,
+    its codes 0): patches zero everywhere, in one group, in the paired cycles only (codes that
+    are multiples of 2^(2·dac)), or nonzero only in a group's last row (the masked tail of the
+    zero test) or the next group's first, in runs that leave odd counts per 16 patches; rows read
+    in place or gathered (rows in reverse order within each group)."""
+    if not native.dense_supported(native.load("native")):
+        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    rng = np.random.default_rng([dac_bits, cell_max, gathered])
+    sizes, cols, cycles, patches = [100, 61], 12, 3, 53
+    rows, q = sum(sizes), 2 * cols
+    cells = rng.integers(0, cell_max + 1, (rows, q)).astype(np.float32)
+    ordered = rng.integers(1, 1 << (dac_bits * cycles), (patches, rows)) * (rng.random((patches, rows)) < 0.6)
+    kinds = rng.integers(0, 7, patches)
+    ordered[kinds == 0] = 0
+    ordered[kinds == 1, :100] = 0
+    ordered[kinds == 2, 100:] = 0
+    ordered[kinds == 3] = (ordered[kinds == 3] >> (2 * dac_bits)) << (2 * dac_bits)
+    for kind, row in ((4, 99), (5, 100)):
+        ordered[kinds == kind] = 0
+        ordered[kinds == kind, row] = 1
+    assert {0, 1, 2, 3, 4, 5} <= set(kinds.tolist())
+    perm = np.r_[np.arange(100)[::-1], 100 + np.arange(61)[::-1]] if gathered else np.arange(rows)
+    codes = np.empty_like(ordered)
+    codes[:, perm] = ordered   # cell row i reads input element perm[i]
+    shift = rng.integers(0, 3, (2, q)).astype(np.int32)
+    weight = np.r_[np.full(cols, 1), -np.full(cols, 1)].astype(np.int64)
+    coef = np.stack([np.stack([weight << (dac_bits * j) for j in range(cycles)])] * 2)
+    top = 15
+    want = _modelled(ordered, cells, sizes, dac_bits, cycles, shift, top, coef, cols)
+    _check_both_methods(codes, cells, perm, sizes, shift, coef, dac_bits, cycles, top, want)
 
 
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,9 @@ namespace tfxbar {
 // int32 (code << dac·j) before one signed shift by ±2^e into int64. AVX2 reads each patch's
 // plane bytes where they lie when every 4 rows of a group are adjacent there (3×3 taps of ≥ 4
 // channels), else from a gathered copy; with 1-bit DACs it multiplies two cycles at once
-// (`PairCycles`).
+// (`PairCycles`), and skips a patch whose plane bytes are all 0 in a group's rows for a DAC
+// cycle (ReLU codes of a background region; the sparse high planes): its partial sums there
+// are 0, and so are their codes.
 
 enum class Backend { kNone, kAmx, kAvx2Narrow, kAvx2Wide };
 
@@ -72,6 +74,11 @@ inline Backend ChooseBackend(double cell_max, int64_t plane_max, double bound) {
   return Backend::kNone;
 }
 
+// Quads of a group that lie side by side in a patch's plane bytes: `bytes` from `offset` on.
+struct PlaneSpan {
+  int64_t offset, bytes;
+};
+
 struct DensePlan {
   Backend backend;
   int64_t qd;                          // Q padded to 16
@@ -92,6 +99,10 @@ struct DensePlan {
   std::vector<int32_t> zeros, ones;
   int pair_shift = 0;       // > 0: paired cycles (`PairCycles`), plane byte x + x' · 2^pair_shift
   int64_t pair_quads = 0;   // quads summed in s16 before the two cycles' sums are split
+  // Per group, where its quads lie in a patch's plane bytes (in place or in the gathered copy):
+  // a patch whose bytes there are all 0 is skipped (`AnyPlaneByte`).
+  std::vector<PlaneSpan> spans;
+  std::vector<int64_t> span_start;   // (G + 1,)
 };
 
 // Two DAC cycles per `vpmaddubsw` (AVX2, s16 partial sums): with the plane byte u = x + x' · 2^k
@@ -129,14 +140,37 @@ inline int64_t SumBytes(const uint8_t* a, int64_t n) {
 }
 
 #if defined(__AVX2__)
+// Whether some plane byte of group g's quads is ≠ 0 in the patch whose bytes start at `src`
+// (32-byte loads, the last one masked to the span; the planes and the gathered copy have 32
+// bytes to spare past their ends).
+inline bool AnyPlaneByte(const DensePlan& d, int64_t g, const uint8_t* src) {
+  alignas(32) static const uint8_t kKeep[64] = {
+      255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+      255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
+  __m256i any = _mm256_setzero_si256();
+  for (int64_t u = d.span_start[g]; u < d.span_start[g + 1]; ++u) {
+    const uint8_t* at = src + d.spans[u].offset;
+    int64_t left = d.spans[u].bytes;
+    for (; left >= 32; left -= 32, at += 32)
+      any = _mm256_or_si256(any, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+    if (left > 0) {   // keep bytes [0, left): kKeep[32 − left …] starts with `left` 255s
+      const __m256i keep = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kKeep + 32 - left));
+      any = _mm256_or_si256(any, _mm256_and_si256(keep, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at))));
+    }
+  }
+  return !_mm256_testz_si256(any, any);
+}
+
 // The ADC on 8 columns' int32 partial sums: floor(part · 2^−s + 0.5) = (part + half) >> s,
-// saturating at top (counted in `over`, negated), then sign · code · 2^up (per lane) added
-// into out[0..8).
-inline void Avx2Adc(__m256i part, __m256i h, __m256i s, __m256i vtop, __m256i up, __m256i sign, int32_t* out,
-                    __m256i& over) {
-  __m256i code = _mm256_srlv_epi32(_mm256_add_epi32(part, h), s);
+// saturating at top (counted in `over`, negated).
+inline __m256i Avx2Adc(__m256i part, __m256i h, __m256i s, __m256i vtop, __m256i& over) {
+  const __m256i code = _mm256_srlv_epi32(_mm256_add_epi32(part, h), s);
   over = _mm256_add_epi32(over, _mm256_cmpgt_epi32(code, vtop));
-  code = _mm256_min_epi32(code, vtop);
+  return _mm256_min_epi32(code, vtop);
+}
+
+// out[0..8) += sign · code · 2^up (per lane).
+inline void Avx2Add(__m256i code, __m256i up, __m256i sign, int32_t* out) {
   __m256i* o = reinterpret_cast<__m256i*>(out);
   _mm256_storeu_si256(o, _mm256_add_epi32(_mm256_loadu_si256(o), _mm256_sign_epi32(_mm256_sllv_epi32(code, up), sign)));
 }
@@ -147,16 +181,18 @@ struct Avx2Args {
   const int64_t* qoff;
   int64_t quads;
   const uint8_t* b;            // the group's cells, VNNI order, `chunk` bytes per column tile
-  int64_t chunk, live, qd;
+  int64_t chunk, live, qd;     // live: patches (of src, out_row)
   const int32_t* shift;
   const int32_t* half;
   __m256i vtop;
-  __m256i vup, vup_next;       // code shifts of the cycle (and of the next, paired)
+  __m256i vup;                 // code shift of the cycle
+  __m128i vdac;                // paired: the next cycle's codes weigh 2^dac more
   __m128i vpair;               // paired: the plane byte's field shift k
   int64_t pair_quads;          // paired: quads between splits
   const int32_t* exp;          // (qd,) per column: code shift on top of the cycle's
   const int32_t* sign;         // (qd,) per column: −1, 0, 1
   int32_t* y;                  // 16 × qd: Σ sign · code · 2^(up + exp)
+  const int64_t* out_row;      // out_row[r]: patch r's row of y
 };
 
 // One register block: patches r0 … r0 + kP − 1 (those past `live` repeat the last one and are
@@ -209,13 +245,16 @@ inline void Avx2Block(const Avx2Args& a, int64_t t0, int64_t r0, __m256i& over) 
     const __m256i up = _mm256_add_epi32(e, a.vup);
     for (int r = 0; r < kP; ++r) {
       if (r >= rows) break;
-      int32_t* out = a.y + (r0 + r) * a.qd + q;
+      int32_t* out = a.y + a.out_row[r0 + r] * a.qd + q;
       if (kPaired) {
+        // The two cycles' codes as one term: code + code' · 2^dac, then · sign · 2^up.
         const __m256i low = _mm256_sub_epi16(all[r][v], _mm256_sll_epi16(hi[r][v], a.vpair));
-        Avx2Adc(_mm256_madd_epi16(low, ones), h, s, a.vtop, up, sign, out, over);
-        Avx2Adc(_mm256_madd_epi16(hi[r][v], ones), h, s, a.vtop, _mm256_add_epi32(e, a.vup_next), sign, out, over);
+        const __m256i code = Avx2Adc(_mm256_madd_epi16(low, ones), h, s, a.vtop, over);
+        const __m256i next = Avx2Adc(_mm256_madd_epi16(hi[r][v], ones), h, s, a.vtop, over);
+        Avx2Add(_mm256_add_epi32(code, _mm256_sll_epi32(next, a.vdac)), up, sign, out);
       } else {
-        Avx2Adc(kNarrow ? _mm256_madd_epi16(acc[r][v], ones) : acc[r][v], h, s, a.vtop, up, sign, out, over);
+        Avx2Add(Avx2Adc(kNarrow ? _mm256_madd_epi16(acc[r][v], ones) : acc[r][v], h, s, a.vtop, over), up, sign,
+                out);
       }
     }
   }
@@ -295,7 +334,8 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
     _tile_loadconfig(&config);
   }
 #endif
-  std::vector<uint8_t> a(d.a_start[p.groups], 0);   // tails past a group's rows stay 0
+  // Tails past a group's rows stay 0; 32 bytes to spare for `AnyPlaneByte`'s loads.
+  std::vector<uint8_t> a(d.a_start[p.groups] + 32, 0);
   std::vector<int64_t> acc(16 * d.qd);
   std::vector<int32_t> y(16 * d.qd);   // fused: the int32 accumulator of the 16 patches
   std::vector<double> sums(p.cols);
@@ -354,17 +394,26 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
               const Run& run = p.runs[u];
               std::memcpy(ag + r * kp + (run.row - p.start[g]), base + origin[r] + run.offset, run.length);
             }
+        // AVX2: only the patches with a plane byte ≠ 0 among the group's rows; the others' partial
+        // sums are 0, their codes 0 (round half up of 0): they add nothing and clip nothing.
+        const uint8_t* taken[16];
+        int64_t taken_row[16], n_taken = 0;
+        for (int64_t r = 0; r < live; ++r)
+          if (d.backend == Backend::kAmx || AnyPlaneByte(d, g, src[r])) {
+            taken[n_taken] = src[r];
+            taken_row[n_taken++] = r;
+          }
         const int32_t up = static_cast<int32_t>(p.dac * cycle);
-        const Avx2Args args{src, qoff, d.k4[g], bg, chunk, live, d.qd, s, h, _mm256_set1_epi32(top),
-                            _mm256_set1_epi32(up), _mm256_set1_epi32(up + static_cast<int32_t>(p.dac)),
+        const Avx2Args args{taken, qoff, d.k4[g], bg, chunk, n_taken, d.qd, s, h, _mm256_set1_epi32(top),
+                            _mm256_set1_epi32(up), _mm_cvtsi32_si128(static_cast<int>(p.dac)),
                             _mm_cvtsi32_si128(d.pair_shift), d.pair_quads,
                             d.fused ? d.exp.data() + g * d.qd : d.zeros.data(),
-                            d.fused ? d.sign.data() + g * d.qd : d.ones.data(), y.data()};
-        if (d.pair_shift > 0 && cycle + 1 < p.cycles) {
+                            d.fused ? d.sign.data() + g * d.qd : d.ones.data(), y.data(), taken_row};
+        if (n_taken > 0 && d.pair_shift > 0 && cycle + 1 < p.cycles) {
           clips += Avx2Cycle<true, true>(args, nb);
-        } else if (d.backend == Backend::kAvx2Narrow) {
+        } else if (n_taken > 0 && d.backend == Backend::kAvx2Narrow) {
           clips += Avx2Cycle<true, false>(args, nb);
-        } else if (d.backend == Backend::kAvx2Wide) {
+        } else if (n_taken > 0 && d.backend == Backend::kAvx2Wide) {
           clips += Avx2Cycle<false, false>(args, nb);
         }
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
@@ -540,6 +589,18 @@ bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* sh
   }
   d->zeros.assign(d->qd, 0);
   d->ones.assign(d->qd, 1);
+  d->span_start.assign(1, 0);
+  for (int64_t g = 0; g < g_count; ++g) {
+    const bool in_place = d->backend != Backend::kAmx && d->direct[g] && p.ref_shift[g] < 0;
+    const int64_t* at = in_place ? d->qoff.data() + d->qoff_start[g] : d->iota.data();
+    for (int64_t k = 0; k < d->k4[g];) {   // a run of adjacent quads
+      int64_t n = 1;
+      while (k + n < d->k4[g] && at[k + n] == at[k] + 4 * n) ++n;
+      d->spans.push_back({at[k], 4 * n});
+      k += n;
+    }
+    d->span_start.push_back(static_cast<int64_t>(d->spans.size()));
+  }
   bool all_direct = true;
   for (int64_t g = 0; g < g_count; ++g) all_direct &= d->direct[g] && p.ref_shift[g] < 0;
   PairCycles((int64_t{1} << p.dac) - 1, static_cast<double>(cell_max), p.cycles, all_direct, d);

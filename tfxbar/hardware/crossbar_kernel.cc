@@ -309,6 +309,7 @@ class CrossbarOp : public OpKernel {
     // Paired cycles (`PairCycles`): slot i holds plane(2i) + plane(2i + 1) · 2^k, else slot j plane(j).
     const int pair = dense ? d.pair_shift : 0;
     const int64_t slots = pair > 0 ? (cycles_ + 1) / 2 : cycles_;
+    // 64 bytes to spare: the dense path's quad reads and zero tests' 32-byte loads.
     std::vector<uint8_t> planes(slots * p.plane_stride + 64, 0);
     const int64_t pt = conv_ ? pads_[0] : 0, pl = conv_ ? pads_[2] : 0, dac = dac_bits_;
     const int64_t run = width * p.channels;   // one image row, contiguous in codes and planes
