@@ -113,7 +113,7 @@ def test_always_linear_crossbars_skip_the_bit_planes(models) -> None:
     """The codes-in shortcut of an always-linear crossbar (`linear_from_codes`, the pixel layer)
     equals the product of its bit-planes, codes outside the DAC's range (modulo 2^(d·cycles))
     included, and the fused real product equals the unfused one."""
-    from tfxbar.hardware.simulate import dac_planes, pad
+    from tfxbar.hardware.products import dac_planes, pad
 
     codes, _ = pixel_codes(16)
     program = _program(models["w4a3"], codes, adc_bits=8, tile_rows=16)
@@ -136,13 +136,13 @@ def test_always_linear_crossbars_skip_the_bit_planes(models) -> None:
 @pytest.mark.parametrize("channels,strides,kernel", [(1, 1, 3), (3, 2, 3), (2, 1, 5), (3, 3, 1)])
 def test_shifted_convolution_equals_conv2d(channels: int, strides: int, kernel: int) -> None:
     """The pixel layers' convolution as a sum of shifted inputs = tf.nn.conv2d, exactly."""
-    from tfxbar.hardware.simulate import _shifted_conv
+    from tfxbar.hardware.products import shifted_conv
 
     rng = np.random.default_rng(channels)
     x = tf.constant(rng.integers(0, 256, (3, 11, 10, channels)).astype(np.float32))
     k = tf.constant(rng.integers(-15, 16, (kernel, kernel, channels, 4)).astype(np.float32))
     want = tf.nn.conv2d(x, k, [1, strides, strides, 1], "VALID")
-    np.testing.assert_array_equal(_shifted_conv(x, k, (strides, strides)).numpy(), want.numpy())
+    np.testing.assert_array_equal(shifted_conv(x, k, (strides, strides)).numpy(), want.numpy())
 
 
 @pytest.mark.parametrize("mapping,cell_bits", [("differential", None), ("bit_sliced", 1), ("bit_sliced", 2)])
@@ -264,7 +264,7 @@ def test_group_product_equals_the_patch_gemm(channels: int, tile_rows: int, stri
     that start and end inside a tap (partial channel ranges) and span kernel rows."""
     from types import SimpleNamespace
 
-    from tfxbar.hardware.simulate import group_product, windows
+    from tfxbar.hardware.products import group_product, windows
     from tfxbar.hardware.tiles import RowGroup
 
     rng = np.random.default_rng(channels)

@@ -19,7 +19,7 @@ from toys import toy_data
 
 import tfxbar
 from tfxbar.hardware import HardwareMode, native
-from tfxbar.hardware.simulate import dac_planes
+from tfxbar.hardware.products import dac_planes
 from tfxbar.introspect import output_codes
 
 

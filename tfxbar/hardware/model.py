@@ -41,7 +41,8 @@ from tfxbar.export.converter import CrossbarConverter, _inbound
 from tfxbar.export.format import Program
 from tfxbar.hardware import native as native_kernel
 from tfxbar.hardware.cells import group_cells, weight_cells
-from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation, dac_planes, pad
+from tfxbar.hardware.products import dac_planes, pad
+from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation
 from tfxbar.hardware.ste import straight_through
 from tfxbar.hardware.tiles import TileLayout
 from tfxbar.introspect import QuantizedKernel, quantized_kernels, quantized_outputs
