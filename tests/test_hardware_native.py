@@ -295,6 +295,36 @@ def test_patches_with_zero_planes_are_skipped_exactly(dac_bits: int, cell_max: i
     _check_both_methods(codes, cells, perm, sizes, shift, coef, dac_bits, cycles, top, want)
 
 
+@pytest.mark.parametrize("method", ["dense", "sparse"])
+def test_reused_planes_keep_their_padding(method: str) -> None:
+    """A Conv2D op's bit-plane buffer is reused from call to call: inputs of another layout with
+    the same buffer size (2 × 6 × 5 and 1 × 12 × 6 pixels, padded 1 on each side), then the
+    first layout again, each equal to the modelled sums of its zero-padded patches."""
+    if method == "dense" and not native.dense_supported(native.load("native")):
+        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    rng = np.random.default_rng(7)
+    channels, cols, cycles = 4, 4, 3
+    rows = 9 * channels
+    cells = rng.integers(0, 8, (rows, 2 * cols)).astype(np.float32)
+    shift = rng.integers(0, 3, (1, 2 * cols)).astype(np.int32)
+    weight = np.r_[np.full(cols, 1), -np.full(cols, 1)].astype(np.int64)
+    coef = np.stack([np.stack([weight << j for j in range(cycles)])])
+    for shape in [(2, 6, 5), (1, 12, 6), (2, 6, 5)]:
+        codes = rng.integers(1, 8, (*shape, channels))   # no zero code: stale bytes would count
+        padded = np.pad(codes, [(0, 0), (1, 1), (1, 1), (0, 0)])
+        taps = [padded[:, dy:dy + shape[1], dx:dx + shape[2]] for dy in range(3) for dx in range(3)]
+        patches = np.stack(taps, axis=3).reshape(-1, rows)   # rows in (kh, kw, C) order
+        want = _modelled(patches, cells, [rows], 1, cycles, shift, 15, coef, cols)
+        out, clips = native.load("native").tfxbar_crossbar(
+            codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.range(rows),
+            group_sizes=tf.constant([rows]), shift=tf.constant(shift), coef=tf.constant(coef),
+            ref_shift=tf.constant([-1]), offset_num=tf.zeros([cols], tf.float64),
+            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=True, kernel=[3, 3],
+            strides=[1, 1], pads=[1, 1, 1, 1], dac_bits=1, cycles=cycles, top=15, cols=cols, method=method)
+        np.testing.assert_array_equal(out.numpy(), want[0], err_msg=str(shape))
+        assert int(clips) == want[1], shape
+
+
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "amx")
