@@ -306,15 +306,14 @@ class CrossbarOp : public OpKernel {
                                 "2^30 and power-of-two column weights; use 'auto' or 'sparse'"));
 
     const float* x = codes.flat<float>().data();
-    // 64 bytes of slack: the dense path's last quad of a patch may read past its rows (× zero cells).
     // Paired cycles (`PairCycles`): slot i holds plane(2i) + plane(2i + 1) · 2^k, else slot j plane(j).
     const int pair = dense ? d.pair_shift : 0;
     const int64_t slots = pair > 0 ? (cycles_ + 1) / 2 : cycles_;
-    // 64 bytes to spare: the dense path's quad reads and zero tests' 32-byte loads. Every call
-    // writes the whole interior and never the padding, so a buffer of the same layout is reused
-    // from the last call (its padding still 0): no zeroing and page faults of a fresh one
-    // (≈ 5 % of the MNIST crossbars' time). A concurrent call, or a buffer over 64 MB, takes
-    // its own.
+    // 64 bytes to spare: the dense path's last quad of a patch may read past its rows (× zero
+    // cells), its zero tests load 32 bytes. Every call writes the whole interior and never the
+    // padding, so a buffer of the same layout is reused from the last call (its padding still
+    // 0): no zeroing and page faults of a fresh one (≈ 7 % of the MNIST crossbars' time,
+    // benchmarks/kernel_ab.py). A concurrent call, or a buffer over 64 MB, takes its own.
     std::unique_lock<std::mutex> reuse(planes_mu_, std::try_to_lock);
     const std::vector<int64_t> layout{batch, height, width, p.channels, p.plane_stride, slots};
     const int64_t bytes = slots * p.plane_stride + 64;
