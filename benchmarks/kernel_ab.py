@@ -68,18 +68,13 @@ def _build(revision: str, tag: str, workdir: Path) -> types.SimpleNamespace:
     kernel = src / native._SOURCE.name  # noqa: SLF001
     kernel.write_text(kernel.read_text().replace('"TfxbarCrossbar"', f'"TfxbarCrossbar{tag}"'))
     out = src / "kernel.so"
-    errors = []
-    for arch in native._ARCH_FLAGS:  # noqa: SLF001
-        command = [os.environ.get("CXX", "g++"), *native._FLAGS, *arch, f"-Dtfxbar=tfxbar_{tag}",  # noqa: SLF001
-                   *tf.sysconfig.get_compile_flags(), str(kernel), "-o", str(out),
-                   *tf.sysconfig.get_link_flags()]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode == 0:
-            library = tf.load_op_library(str(out))
-            snake = "tfxbar_crossbar_" + re.sub(r"(?<!^)(?=[A-Z])", "_", tag).lower()
-            return types.SimpleNamespace(tfxbar_crossbar=getattr(library, snake))
-        errors.append(done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"])
-    raise SystemExit(f"kernel_ab: {revision!r} does not build: {errors}")
+    try:
+        native.compile_kernel(os.environ.get("CXX", "g++"), kernel, out, (f"-Dtfxbar=tfxbar_{tag}",))
+    except native.NativeKernelError as exc:
+        raise SystemExit(f"kernel_ab: {revision!r} does not build: {exc}") from exc
+    library = tf.load_op_library(str(out))
+    snake = "tfxbar_crossbar_" + re.sub(r"(?<!^)(?=[A-Z])", "_", tag).lower()
+    return types.SimpleNamespace(tfxbar_crossbar=getattr(library, snake))
 
 
 def main() -> None:

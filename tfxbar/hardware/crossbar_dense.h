@@ -85,6 +85,9 @@ struct DensePlan {
   std::vector<int64_t> kp;             // (G,) rows of each group padded to 64
   std::vector<int64_t> k4;             // (G,) rows of each group in quads (rows past them are 0)
   std::vector<bool> direct;            // (G,) every quad of rows is contiguous in the planes
+  // (G,) AVX2 reads the group's quads where they lie in the planes (direct, and no reference
+  // column: its sum is taken from the gathered rows); else from a gathered copy.
+  std::vector<bool> in_place;
   std::vector<int64_t> qoff, qoff_start;  // quad k of group g at qoff[qoff_start[g] + k] from a patch's origin
   std::vector<int64_t> iota;           // 0, 4, 8, …: the quads of a gathered A row
   std::vector<int64_t> a_start;        // (G + 1,) byte offset of each group's A block (16 · kp)
@@ -377,9 +380,7 @@ int64_t RunBlocksDense(const Plan& p, const DensePlan& d, const uint8_t* planes,
       const int32_t top = static_cast<int32_t>(p.top);
       if (!d.fused) std::fill(y.begin(), y.end(), 0);
       const int64_t rs = p.ref_shift[g];
-      // AVX2 reads each patch's quads where they lie in the planes when the group's rows allow
-      // (no reference column: its sum is taken from the gathered rows); else from a gather.
-      const bool direct = d.backend != Backend::kAmx && d.direct[g] && rs < 0;
+      const bool direct = d.in_place[g];
       const int64_t* qoff = direct ? d.qoff.data() + d.qoff_start[g] : d.iota.data();
       // Paired: slot j holds cycles 2j and 2j + 1 (the last one alone for an odd count).
       const int64_t slots = d.pair_shift > 0 ? (p.cycles + 1) / 2 : p.cycles;
@@ -590,9 +591,11 @@ bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* sh
   d->zeros.assign(d->qd, 0);
   d->ones.assign(d->qd, 1);
   d->span_start.assign(1, 0);
+  bool all_direct = true;
   for (int64_t g = 0; g < g_count; ++g) {
-    const bool in_place = d->backend != Backend::kAmx && d->direct[g] && p.ref_shift[g] < 0;
-    const int64_t* at = in_place ? d->qoff.data() + d->qoff_start[g] : d->iota.data();
+    d->in_place.push_back(d->backend != Backend::kAmx && d->direct[g] && p.ref_shift[g] < 0);
+    all_direct &= d->in_place[g];
+    const int64_t* at = d->in_place[g] ? d->qoff.data() + d->qoff_start[g] : d->iota.data();
     for (int64_t k = 0; k < d->k4[g];) {   // a run of adjacent quads
       int64_t n = 1;
       while (k + n < d->k4[g] && at[k + n] == at[k] + 4 * n) ++n;
@@ -601,8 +604,6 @@ bool PlanDense(const Plan& p, const T* cells, int64_t q_width, const int32_t* sh
     }
     d->span_start.push_back(static_cast<int64_t>(d->spans.size()));
   }
-  bool all_direct = true;
-  for (int64_t g = 0; g < g_count; ++g) all_direct &= d->direct[g] && p.ref_shift[g] < 0;
   PairCycles((int64_t{1} << p.dac) - 1, static_cast<double>(cell_max), p.cycles, all_direct, d);
   return true;
 }

@@ -37,8 +37,8 @@ from types import ModuleType
 
 import tensorflow as tf
 
-__all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "dense_supported", "engine_choice",
-           "kernel_method", "load"]
+__all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "compile_kernel", "dense_supported",
+           "engine_choice", "kernel_method", "load"]
 
 ENGINES = ("auto", "native", "tf")
 KERNEL_METHODS = ("auto", "sparse", "dense")
@@ -105,25 +105,42 @@ def _cache_key(cxx: str) -> str:
 
 def _build(cxx: str) -> Path:
     """Compile the kernel (or find it in the cache); the path of the shared library."""
-    compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
     key = _cache_key(cxx)
     cache = Path(os.environ.get("TFXBAR_CACHE", Path.home() / ".cache" / "tfxbar")) / "kernels"
     target = cache / f"crossbar_kernel-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    errors = []
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / target.name
-        for arch in _ARCH_FLAGS:
-            command = [cxx, *_FLAGS, *arch, *compile_flags, str(_SOURCE), "-o", str(out), *link_flags]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-            if done.returncode == 0:
-                os.replace(out, target)   # atomic: another process sees the whole library or none
-                return target
-            lines = [line for line in done.stderr.splitlines() if "error" in line]
-            errors.append(f"{' '.join(arch) or 'no -march'}: {(lines or [f'exit {done.returncode}'])[0]}")
-    raise NativeKernelError(f"{cxx} failed on {_SOURCE.name}: " + "; ".join(errors))
+        compile_kernel(cxx, _SOURCE, out)
+        os.replace(out, target)   # atomic: another process sees the whole library or none
+    return target
+
+
+def compile_kernel(cxx: str, source: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
+    """Compile a kernel source (its headers beside it) into the shared library `out` with the
+    build's flags, trying each `-march` choice in turn.
+
+    Arguments:
+        cxx: the C++ compiler.
+        source: the kernel's .cc file.
+        out: where the library goes.
+        extra: more compiler flags (e.g. ``-Dtfxbar=...`` for a second copy in one process).
+
+    Raises:
+        NativeKernelError: no choice compiles; the first error line of each.
+    """
+    compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    errors = []
+    for arch in _ARCH_FLAGS:
+        command = [cxx, *_FLAGS, *arch, *extra, *compile_flags, str(source), "-o", str(out), *link_flags]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode == 0:
+            return
+        lines = [line for line in done.stderr.splitlines() if "error" in line]
+        errors.append(f"{' '.join(arch) or 'no -march'}: {(lines or [f'exit {done.returncode}'])[0]}")
+    raise NativeKernelError(f"{cxx} failed on {source.name}: " + "; ".join(errors))
 
 
 def load(engine: str | None = None) -> ModuleType | None:
