@@ -30,15 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from interpreter_throughput import cpu_flags  # noqa: E402
+from native_crossbars import native_crossbars  # noqa: E402
 
-import tfxbar  # noqa: E402
-from tfxbar import datasets  # noqa: E402
-from tfxbar.hardware import HardwareMode, native  # noqa: E402
+from tfxbar.hardware import native  # noqa: E402
 
 _REPO = Path(__file__).resolve().parent.parent
 _FILES = [native._SOURCE, *native._HEADERS]  # noqa: SLF001
@@ -89,17 +87,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         builds = {"base": _build(args.base, "Base", Path(tmp)), "head": _build(args.head, "Head", Path(tmp))}
-    x_test, _ = datasets.load("mnist", "test")
-    x_train, _ = datasets.load("mnist", "train[:512]")
-    tfxbar.register_keras_objects()
-    model = keras.models.load_model(args.model, compile=False)
-    program = tfxbar.CrossbarConverter.from_keras_model(
-        model, dac_bits=1, adc_bits=6, adc_range="calibrated", representative_data=x_train[:256]).convert()
-    mode = HardwareMode(model, program=program, engine="native").install()
-    crossbars = {name: c for name, c in mode.crossbars.items() if c.simulation.uses_native}
-    x = (x_test[:args.images] / 255.0).astype(np.float32)
-    taps = keras.Model(model.inputs, [c.kernel.wrapper.input for c in crossbars.values()])
-    inputs = dict(zip(crossbars, taps(x), strict=True))
+    mode, crossbars, inputs = native_crossbars(args.model, args.images)
     products, outputs = {}, {}
     for side, module in builds.items():
         for name, crossbar in crossbars.items():
