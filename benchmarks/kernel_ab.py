@@ -57,9 +57,10 @@ def _sources(revision: str, into: Path) -> None:
         (into / path.name).write_text(text)
 
 
-def _build(revision: str, tag: str, workdir: Path) -> types.SimpleNamespace:
-    """Compile the kernel of `revision` as op TfxbarCrossbar<tag> in namespace tfxbar_<tag>; its
-    op function as ``module.tfxbar_crossbar`` (what `CrossbarSimulation` calls)."""
+def _build(revision: str, tag: str, workdir: Path, flags: str = "") -> types.SimpleNamespace:
+    """Compile the kernel of `revision` as op TfxbarCrossbar<tag> in namespace tfxbar_<tag>, with
+    `flags` after the build's own; its op function as ``module.tfxbar_crossbar`` (what
+    `CrossbarSimulation` calls)."""
     src = workdir / tag
     src.mkdir()
     _sources(revision, src)
@@ -67,7 +68,8 @@ def _build(revision: str, tag: str, workdir: Path) -> types.SimpleNamespace:
     kernel.write_text(kernel.read_text().replace('"TfxbarCrossbar"', f'"TfxbarCrossbar{tag}"'))
     out = src / "kernel.so"
     try:
-        native.compile_kernel(os.environ.get("CXX", "g++"), kernel, out, (f"-Dtfxbar=tfxbar_{tag}",))
+        native.compile_kernel(os.environ.get("CXX", "g++"), kernel, out,
+                              (f"-Dtfxbar=tfxbar_{tag}", *flags.split()))
     except native.NativeKernelError as exc:
         raise SystemExit(f"kernel_ab: {revision!r} does not build: {exc}") from exc
     library = tf.load_op_library(str(out))
@@ -80,13 +82,17 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a trained tfxbar-quantized mnist_cnn() (.keras)")
     parser.add_argument("--base", default="HEAD", help="git revision (or 'worktree')")
     parser.add_argument("--head", default="worktree", help="git revision (or 'worktree')")
+    parser.add_argument("--base-flags", default="", help="compiler flags after the build's own for base "
+                        "(e.g. --base-flags=-ftree-pre to undo one of them)")
+    parser.add_argument("--head-flags", default="", help="the same for head")
     parser.add_argument("--images", type=int, default=250)
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
     os.environ["TFXBAR_KERNEL_METHOD"] = os.environ.get("TFXBAR_KERNEL_METHOD", "dense")
 
     with tempfile.TemporaryDirectory() as tmp:
-        builds = {"base": _build(args.base, "Base", Path(tmp)), "head": _build(args.head, "Head", Path(tmp))}
+        builds = {"base": _build(args.base, "Base", Path(tmp), args.base_flags),
+                  "head": _build(args.head, "Head", Path(tmp), args.head_flags)}
     mode, crossbars, inputs = native_crossbars(args.model, args.images)
     products, outputs = {}, {}
     for side, module in builds.items():
@@ -108,7 +114,8 @@ def main() -> None:
     mode.remove()
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}; "
-          f"method {os.environ['TFXBAR_KERNEL_METHOD']}; base {args.base}, head {args.head}; "
+          f"method {os.environ['TFXBAR_KERNEL_METHOD']}; base {args.base} {args.base_flags}, "
+          f"head {args.head} {args.head_flags}; "
           f"{args.images} images, best of {args.reps} alternations; outputs identical")
     print("| crossbar | base µs/img | head µs/img | head / base |")
     print("|---|---|---|---|")

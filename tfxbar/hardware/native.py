@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -93,13 +94,23 @@ _ARCH_FLAGS = (["-march=native", "-mno-avx512fp16", "-mprefer-vector-width=512"]
 _FLAGS = ["-shared", "-fPIC", "-O3", "-ffp-contract=off", "-w"]
 
 
+def _tuning_flags(version: str) -> list[str]:
+    """Flags for the compiler whose ``--version`` line is `version`: with GCC, no tree-PRE
+    (partial-redundancy elimination), under which its code for the dense method's register
+    blocks ran 4–8 % slower on the MNIST crossbars (benchmarks/kernel_ab.py --base-flags=-ftree-pre,
+    docs/benchmarks.md); other compilers get none."""
+    gcc = re.search(r"^(g\+\+|gcc|c\+\+|x86_64-linux-gnu-g\+\+(-\d+)?) \(", version) or "(GCC)" in version
+    return ["-fno-tree-pre"] if gcc and "clang" not in version.lower() else []
+
+
 def _cache_key(cxx: str) -> str:
     """What the library depends on: its sources (the .cc and its headers), TensorFlow's version
     and flags, the build flags, the compiler and the CPU."""
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
     sources = [path.read_text() for path in (_SOURCE, *_HEADERS)]
+    version = _compiler_version(cxx)
     parts = [*sources, tf.__version__, *compile_flags, *link_flags, repr(_ARCH_FLAGS), *_FLAGS,
-             _compiler_version(cxx), _cpu_flags()]
+             *_tuning_flags(version), version, _cpu_flags()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -132,9 +143,11 @@ def compile_kernel(cxx: str, source: Path, out: Path, extra: tuple[str, ...] = (
         NativeKernelError: no choice compiles; the first error line of each.
     """
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+    tuning = _tuning_flags(_compiler_version(cxx))
     errors = []
     for arch in _ARCH_FLAGS:
-        command = [cxx, *_FLAGS, *arch, *extra, *compile_flags, str(source), "-o", str(out), *link_flags]
+        command = [cxx, *_FLAGS, *tuning, *arch, *extra, *compile_flags, str(source), "-o", str(out),
+                   *link_flags]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode == 0:
             return
