@@ -1,4 +1,4 @@
-"""Where the native crossbar kernel's time goes: the same op on real, all-zero and all-one codes.
+"""Where the native crossbar kernel's time goes: the same op on real, zero, one and largest codes.
 
 Each native crossbar of the MNIST CNN's hardware mode is called (its op alone, codes and cells
 prepared outside the timed loop) on four inputs of the same shape, alternating, best of

@@ -374,11 +374,15 @@ def test_every_kernel_source_is_in_the_cache_key(tmp_path: Path, monkeypatch: py
     ("g++ (Debian 12.2.0-14+deb12u1) 12.2.0", True), ("g++ (GCC) 13.2.0", True),
     ("c++ (Ubuntu 11.4.0-1ubuntu1~22.04) 11.4.0", True), ("Debian clang version 14.0.6", False),
     ("Apple clang version 15.0.0 (clang-1500.3.9.4)", False),
+    ("x86_64-linux-gnu-g++-12 (Debian 12.2.0-14) 12.2.0", True),
     ("Intel(R) oneAPI DPC++/C++ Compiler 2024.0.0 (2024.0.0.20231017)", False)])
-def test_only_gcc_gets_its_tuning_flag(version: str, tuned: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`-fno-tree-pre` goes to GCC alone (another compiler may refuse a flag it does not know),
-    and it is in the cache key: a library built without it is not reused with it."""
+def test_only_gcc_gets_its_tuning_flag(version: str, tuned: bool) -> None:
+    """`-fno-tree-pre` goes to GCC alone (another compiler may refuse a flag it does not know)."""
     assert native._tuning_flags(version) == (["-fno-tree-pre"] if tuned else [])  # noqa: SLF001
+
+
+def test_the_tuning_flags_are_in_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library built without the tuning flags is not reused with them."""
     keys = set()
     for flags in ([], ["-fno-tree-pre"]):
         monkeypatch.setattr(native, "_tuning_flags", lambda _version, flags=flags: flags)

@@ -95,12 +95,13 @@ _FLAGS = ["-shared", "-fPIC", "-O3", "-ffp-contract=off", "-w"]
 
 
 def _tuning_flags(version: str) -> list[str]:
-    """Flags for the compiler whose ``--version`` line is `version`: with GCC, no tree-PRE
-    (partial-redundancy elimination), under which its code for the dense method's register
-    blocks ran 4–8 % slower on the MNIST crossbars (benchmarks/kernel_ab.py --base-flags=-ftree-pre,
-    docs/benchmarks.md); other compilers get none."""
-    gcc = re.search(r"^(g\+\+|gcc|c\+\+|x86_64-linux-gnu-g\+\+(-\d+)?) \(", version) or "(GCC)" in version
-    return ["-fno-tree-pre"] if gcc and "clang" not in version.lower() else []
+    """Flags for the compiler whose ``--version`` line is `version`: with GCC (``g++ (…)``,
+    ``x86_64-linux-gnu-g++-12 (…)``, ``c++ (…)``), no tree-PRE (partial-redundancy elimination),
+    under which its code for the dense method's register blocks ran ≈ 4 % slower on the MNIST
+    crossbars (benchmarks/kernel_ab.py --base-flags=-ftree-pre, docs/benchmarks.md); other
+    compilers get none."""
+    gcc = re.match(r"\S*(g\+\+|gcc|c\+\+)(-\d+)? \(", version) and "clang" not in version.lower()
+    return ["-fno-tree-pre"] if gcc else []
 
 
 def _cache_key(cxx: str) -> str:
