@@ -10,10 +10,11 @@ benchmarks/interpreter_throughput.py, where every DAC cycle, ADC conversion and 
 is modelled. Side by side in one run, interleaved over `--rounds` in a rotated order:
 
 - Keras hardware mode, native engine: `tfxbar.hardware.HardwareMode(engine="native")` installed,
-  ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc), once with
-  ``TFXBAR_KERNEL_METHOD=dense`` (int8 dot products of every row: AMX tiles, else AVX2;
-  skipped where the machine has neither) and once with ``sparse`` (vector adds of the live
-  rows; any CPU) — ``auto`` is dense on AVX2-only CPUs, sparse elsewhere;
+  ``model.predict`` (the fused C++ kernel, tfxbar/hardware/crossbar_kernel.cc), once with each
+  ``TFXBAR_KERNEL_METHOD``: ``lut`` (4-row table lookups, AVX2, 1-bit DACs), ``dense`` (int8
+  dot products of every row: AMX tiles, else AVX2) — each skipped where the machine cannot run
+  it — and ``sparse`` (vector adds of the live rows; any CPU); ``auto`` is lut where it
+  applies, else dense, on AVX2-only CPUs, sparse elsewhere;
 - Keras hardware mode, TF engine: ``engine="tf"`` (XLA-compiled crossbars);
 - the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
 - the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
@@ -142,8 +143,9 @@ def main() -> None:
         steps = f"{steps} training steps"
         path = os.path.join(tempfile.mkdtemp(), "qmodel.keras")
         qmodel.save(path)
-    dense = native.dense_supported(native.load("native"))
-    names = ("dense", "sparse", "tf", "ideal") if dense else ("sparse", "tf", "ideal")
+    module = native.load("native")
+    fast = tuple(m for m in ("lut", "dense") if native.method_supported(module, m))
+    names = (*fast, "sparse", "tf", "ideal")
     copies = {name: keras.models.load_model(path, compile=False) for name in names}
     program = tfxbar.CrossbarConverter.from_keras_model(
         copies["ideal"], dac_bits=1, adc_bits=6, adc_range="calibrated",

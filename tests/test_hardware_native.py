@@ -5,6 +5,7 @@ refusals, and how it is built and cached."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -23,11 +24,17 @@ from tfxbar.hardware.products import dac_planes
 from tfxbar.introspect import output_codes
 
 
-@pytest.fixture(params=["sparse", "dense"])
+def _require(method: str) -> None:
+    if method in ("dense", "lut") and not native.method_supported(native.load("native"), method):
+        pytest.skip(f"this CPU or build cannot run the {method} method")
+
+
+@pytest.fixture(params=["sparse", "dense", "auto"])
 def kernel_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The kernel tests run with both ways of forming partial sums; dense needs AVX2 or AMX."""
-    if request.param == "dense" and not native.dense_supported(native.load("native")):
-        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    """The model tests run with each way of forming partial sums; dense needs AVX2 or AMX;
+    auto takes the lookup method where it applies on AVX2-only CPUs (1-bit DACs, stride-1
+    convolutions and Dense layers), dense for the other crossbars."""
+    _require(request.param)
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", request.param)
     return request.param
 
@@ -220,33 +227,42 @@ def _modelled(codes: np.ndarray, cells: np.ndarray, sizes: list[int], dac_bits: 
     return total.reshape(len(x), -1, cols).sum(axis=1).astype(np.float64), clips
 
 
-def _check_both_methods(codes: np.ndarray, cells: np.ndarray, rows: np.ndarray, sizes: list[int],
-                        shift: np.ndarray, coef: np.ndarray, dac_bits: int, cycles: int, top: int,
-                        want: tuple[np.ndarray, int]) -> None:
-    """A Dense crossbar (no reference column, offset 0) by the dense and the sparse method equals
-    the modelled X and clip count (some codes clip)."""
+def _check_methods(codes: np.ndarray, cells: np.ndarray, rows: np.ndarray, sizes: list[int],
+                   shift: np.ndarray, coef: np.ndarray, dac_bits: int, cycles: int, top: int,
+                   want: tuple[np.ndarray, int], lut: bool) -> None:
+    """A Dense crossbar (no reference column, offset 0) by the dense, the sparse and (where
+    `lut`, else it must refuse) the lookup method equals the modelled X and clip count (some
+    codes clip)."""
     cols = want[0].shape[1]
-    for method in ("dense", "sparse"):
-        out, clips = native.load("native").tfxbar_crossbar(
+    for method in ("dense", "sparse", "lut"):
+        call = functools.partial(
+            native.load("native").tfxbar_crossbar,
             codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.constant(rows, tf.int32),
             group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
             ref_shift=tf.constant([-1] * len(sizes)), offset_num=tf.zeros([cols], tf.float64),
             scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False,
             dac_bits=dac_bits, cycles=cycles, top=top, cols=cols, method=method)
+        if method == "lut" and not lut:
+            with pytest.raises(tf.errors.InvalidArgumentError, match="method 'lut' needs AVX2, 1-bit DACs"):
+                call()
+            continue
+        out, clips = call()
         np.testing.assert_array_equal(out.numpy(), want[0], err_msg=method)
         assert int(clips) == want[1] > 0, method
 
 
-@pytest.mark.parametrize("dac_bits,cycles,cell_max,exp", [
-    (1, 3, 7, 0), (1, 2, 31, 0), (1, 4, 32, 0), (1, 3, 7, 24), (2, 3, 5, 0), (2, 2, 6, 0), (1, 5, 3, 2)])
-def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_max: int, exp: int) -> None:
-    """The dense method against numpy on a Dense crossbar that takes its AVX2 variants: two DAC
-    cycles per multiply (1-bit DACs with cells ≤ 31, 2-bit with cells ≤ 5; odd and even cycle
-    counts; several splits of the s16 sums per group), codes going straight into an int32
-    accumulator (column weights 2^0) or through the int64 one (2^24: past int32), clipped
-    codes, columns of weight 0."""
-    if not native.dense_supported(native.load("native")):
-        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+@pytest.mark.parametrize("dac_bits,cycles,cell_max,exp,lut", [
+    (1, 3, 7, 0, True), (1, 2, 31, 0, True), (1, 4, 32, 0, True), (1, 3, 7, 24, False), (2, 3, 5, 0, False),
+    (2, 2, 6, 0, False), (1, 5, 3, 2, True), (1, 3, 7, 12, True), (1, 8, 1, 0, True)])
+def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_max: int, exp: int,
+                                             lut: bool) -> None:
+    """The dense and lookup methods against numpy on a Dense crossbar that takes their AVX2
+    variants: dense with two DAC cycles per multiply (1-bit DACs with cells ≤ 31, 2-bit with
+    cells ≤ 5; odd and even cycle counts; several splits of the s16 sums per group), codes
+    going straight into an int32 accumulator (column weights 2^0) or through the int64 one
+    (2^24: past int32); lookup with int16 sums (2^0, 2^2) or int32 ones (2^12), refusing 2-bit
+    DACs and sums past int32; clipped codes, columns of weight 0."""
+    _require("dense")
     rng = np.random.default_rng([dac_bits, cycles, cell_max, exp])
     sizes, cols = [100, 61], 12
     rows, q = sum(sizes), 3 * cols   # columns: +, − and a third slice of weight 0
@@ -257,7 +273,7 @@ def test_dense_paths_equal_the_modelled_sums(dac_bits: int, cycles: int, cell_ma
     coef = np.stack([np.stack([weight << (dac_bits * j) for j in range(cycles)])] * 2)
     top = 15
     want = _modelled(codes, cells, sizes, dac_bits, cycles, shift, top, coef, cols)
-    _check_both_methods(codes, cells, np.arange(rows), sizes, shift, coef, dac_bits, cycles, top, want)
+    _check_methods(codes, cells, np.arange(rows), sizes, shift, coef, dac_bits, cycles, top, want, lut)
 
 
 @pytest.mark.parametrize("dac_bits,cell_max", [(1, 7), (2, 5)])
@@ -268,8 +284,7 @@ def test_patches_with_zero_planes_are_skipped_exactly(dac_bits: int, cell_max: i
     are multiples of 2^(2·dac)), or nonzero only in a group's last row (the masked tail of the
     zero test) or the next group's first, in runs that leave odd counts per 16 patches; rows read
     in place or gathered (rows in reverse order within each group)."""
-    if not native.dense_supported(native.load("native")):
-        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    _require("dense")
     rng = np.random.default_rng([dac_bits, cell_max, gathered])
     sizes, cols, cycles, patches = [100, 61], 12, 3, 53
     rows, q = sum(sizes), 2 * cols
@@ -292,16 +307,15 @@ def test_patches_with_zero_planes_are_skipped_exactly(dac_bits: int, cell_max: i
     coef = np.stack([np.stack([weight << (dac_bits * j) for j in range(cycles)])] * 2)
     top = 15
     want = _modelled(ordered, cells, sizes, dac_bits, cycles, shift, top, coef, cols)
-    _check_both_methods(codes, cells, perm, sizes, shift, coef, dac_bits, cycles, top, want)
+    _check_methods(codes, cells, perm, sizes, shift, coef, dac_bits, cycles, top, want, dac_bits == 1)
 
 
-@pytest.mark.parametrize("method", ["dense", "sparse"])
+@pytest.mark.parametrize("method", ["dense", "sparse", "lut"])
 def test_reused_planes_keep_their_padding(method: str) -> None:
     """A Conv2D op's bit-plane buffer is reused from call to call: inputs of another layout with
     the same buffer size (2 × 6 × 5 and 1 × 12 × 6 pixels, padded 1 on each side), then the
     first layout again, each equal to the modelled sums of its zero-padded patches."""
-    if method == "dense" and not native.dense_supported(native.load("native")):
-        pytest.skip("neither AVX2 nor AMX here: the dense path cannot run")
+    _require(method)
     rng = np.random.default_rng(7)
     channels, cols, cycles = 4, 4, 3
     rows = 9 * channels
@@ -325,10 +339,55 @@ def test_reused_planes_keep_their_padding(method: str) -> None:
         assert int(clips) == want[1], shape
 
 
+def _conv_call(method: str, codes: np.ndarray, cells: np.ndarray, rows: np.ndarray, sizes: list[int],
+               shift: np.ndarray, coef: np.ndarray, pads: list[int], strides: list[int], top: int,
+               cols: int) -> tuple[np.ndarray, int]:
+    out, clips = native.load("native").tfxbar_crossbar(
+        codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.constant(rows, tf.int32),
+        group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
+        ref_shift=tf.constant([-1] * len(sizes)), offset_num=tf.zeros([cols], tf.float64),
+        scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=True, kernel=[3, 3],
+        strides=strides, pads=pads, dac_bits=1, cycles=coef.shape[1], top=top, cols=cols, method=method)
+    return out.numpy(), int(clips)
+
+
+@pytest.mark.parametrize("channels", [6, 8, 16])
+def test_lookup_method_on_convolutions(channels: int) -> None:
+    """The lookup method on Conv2D crossbars equals the sparse method's integers: rows of each
+    group in a random order (a chunk's four index bits come from any rows of one tap and
+    channel quad), channels that fill no quad (6) or whole 8-channel vectors, asymmetric padding,
+    output rows of 37 patches (three 16-patch units, the last one partly past the row), three
+    row groups, codes that clip; new cells on the same op are not answered from the last
+    call's tables; a stride-2 convolution is refused by `lut` and run by `auto`."""
+    _require("lut")
+    rng = np.random.default_rng(channels)
+    cols, cycles, top = 5, 3, 15
+    rows = 9 * channels
+    perm = rng.permutation(rows)
+    sizes = [rows // 3, rows // 3, rows - 2 * (rows // 3)]
+    shift = rng.integers(0, 4, (3, 2 * cols)).astype(np.int32)
+    weight = np.r_[np.full(cols, 1), -np.full(cols, 1)].astype(np.int64)
+    coef = np.stack([np.stack([weight << j for j in range(cycles)])] * 3)
+    codes = rng.integers(0, 8, (2, 9, 36, channels)) * (rng.random((2, 9, 36, channels)) < 0.7)
+    args = (perm, sizes, shift, coef, [2, 0, 1, 2], [1, 1], top, cols)
+    for trial in range(2):   # the second: other cells, same shapes
+        cells = rng.integers(0, 8, (rows, 2 * cols)).astype(np.float32)
+        want = _conv_call("sparse", codes, cells, *args)
+        got = _conv_call("lut", codes, cells, *args)
+        assert got[0].shape == (2 * 9 * 37, cols)
+        np.testing.assert_array_equal(got[0], want[0], err_msg=str(trial))
+        assert got[1] == want[1] > 0
+    strided = (perm, sizes, shift, coef, [1, 1, 1, 1], [2, 2], top, cols)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a stride-1 Conv2D or a Dense layer"):
+        _conv_call("lut", codes, cells, *strided)
+    np.testing.assert_array_equal(_conv_call("auto", codes, cells, *strided)[0],
+                                  _conv_call("sparse", codes, cells, *strided)[0])
+
+
 def test_engine_names_are_checked(models, monkeypatch: pytest.MonkeyPatch) -> None:
     program = tfxbar.CrossbarConverter.from_keras_model(models["mlp"], tile_rows=64, tile_cols=256).convert()
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "amx")
-    with pytest.raises(ValueError, match=r"TFXBAR_KERNEL_METHOD must be one of auto, sparse, dense; "
+    with pytest.raises(ValueError, match=r"TFXBAR_KERNEL_METHOD must be one of auto, sparse, dense, lut; "
                                          r"got 'amx'"):
         HardwareMode(models["mlp"], program=program, engine="native")
     monkeypatch.setenv("TFXBAR_KERNEL_METHOD", "auto")

@@ -5,13 +5,14 @@
 // integers: per patch, the DAC bit-planes of its input codes; per DAC cycle and row group, the
 // integer partial sum of every tile column — sparse method: vector adds of the cell rows whose
 // plane value is not 0 (1-bit DAC planes of ReLU codes are mostly zero); dense method: int8 dot
-// products of every row (AVX2 or AMX) —; the ADC (round half up at step 2^shift, saturating at
+// products of every row (AVX2 or AMX); lut method: 16-entry tables of 4-row cell sums indexed
+// by 1-bit planes (AVX2) —; the ADC (round half up at step 2^shift, saturating at
 // `top`), the shift-add into the accumulator, the reference column. Nothing is written to
 // memory between the partial sum and the accumulator, which is why this is faster than the
 // TF/XLA formulation: its GEMM outputs (one float per ADC conversion) cross the memory bus.
 //
-// This file: the op, its checks, the bit-planes and the choice of method; crossbar_sparse.h and
-// crossbar_dense.h: the two methods; crossbar_plan.h: the tables they share. Built on first use
+// This file: the op, its checks, the bit-planes and the choice of method; crossbar_sparse.h,
+// crossbar_dense.h and crossbar_lut.h: the three methods; crossbar_plan.h: the tables they share. Built on first use
 // by tfxbar/hardware/native.py against the installed TensorFlow.
 
 #include <algorithm>
@@ -20,6 +21,8 @@
 #include <cstdint>
 #include <cstring>
 #include <immintrin.h>
+#include <iterator>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -31,6 +34,7 @@
 #include "tensorflow/core/util/work_sharder.h"
 
 #include "crossbar_dense.h"
+#include "crossbar_lut.h"
 #include "crossbar_plan.h"
 #include "crossbar_sparse.h"
 
@@ -70,7 +74,7 @@ REGISTER_OP("TfxbarCrossbar")
     .Attr("cycles: int")
     .Attr("top: int")
     .Attr("cols: int")
-    .Attr("method: {'auto', 'sparse', 'dense'} = 'auto'")  // auto: see kAutoDense
+    .Attr("method: {'auto', 'sparse', 'dense', 'lut'} = 'auto'")  // auto: see kAutoDense
     .SetShapeFn([](InferenceContext* c) {
       int64_t cols;
       TF_RETURN_IF_ERROR(c->GetAttr("cols", &cols));
@@ -295,9 +299,21 @@ class CrossbarOp : public OpKernel {
     // A Dense input is one "image row" of K codes (height = width = 1, channels = K).
     // The dense path, when it runs this call.
     DensePlan d;
-    bool dense = false;
+    std::shared_ptr<const LutPlan> lut_plan;
+    LutLayout lut;
+    bool dense = false, use_lut = false;
 #if defined(__AVX2__)
-    if (method_ == "dense" || (method_ == "auto" && kAutoDense))
+    if (method_ == "lut" || (method_ == "auto" && kAutoDense)) {
+      lut_plan = CachedLut(p, cells_flat.data(), q_width, rows, sizes_in, shift_in, coef_in, ref_in, kw, bound);
+      use_lut = lut_plan != nullptr;
+      if (use_lut) lut = LayOutLut(p, *lut_plan, batch, hp);
+    }
+    OP_REQUIRES(ctx, use_lut || method_ != "lut",
+                InvalidArgument("TfxbarCrossbar: method 'lut' needs AVX2, 1-bit DACs, a stride-1 Conv2D or a "
+                                "Dense layer, no reference columns, partial sums below 2^15, cells of 4 rows "
+                                "summing to at most 255, power-of-two column weights and column sums below "
+                                "2^31; use 'auto'"));
+    if (!use_lut && (method_ == "dense" || (method_ == "auto" && kAutoDense)))
       dense = PlanDense<T>(p, cells_flat.data(), q_width, shift, coef, bound, cell_max, &d);
 #endif
     OP_REQUIRES(ctx, dense || method_ != "dense",
@@ -315,8 +331,8 @@ class CrossbarOp : public OpKernel {
     // 0): no zeroing and page faults of a fresh one (≈ 7 % of the MNIST crossbars' time,
     // benchmarks/kernel_ab.py). A concurrent call, or a buffer over 64 MB, takes its own.
     std::unique_lock<std::mutex> reuse(planes_mu_, std::try_to_lock);
-    const std::vector<int64_t> layout{batch, height, width, p.channels, p.plane_stride, slots};
-    const int64_t bytes = slots * p.plane_stride + 64;
+    const std::vector<int64_t> layout{batch, height, width, p.channels, p.plane_stride, slots, use_lut};
+    const int64_t bytes = use_lut ? cycles_ * lut.cycle_stride + 64 : slots * p.plane_stride + 64;
     std::vector<uint8_t> own;
     std::vector<uint8_t>& planes = reuse.owns_lock() && bytes <= (int64_t{64} << 20) ? planes_cache_ : own;
     if (&planes == &own || layout != planes_layout_) {
@@ -341,6 +357,17 @@ class CrossbarOp : public OpKernel {
         }
         ok = finite != 0;
         if (!ok) break;
+#if defined(__AVX2__)
+        if (use_lut) {   // index bytes: pixel (y, x) of image b at (b · hp + y + pt) · wp + x + pl
+          uint8_t* at = planes.data() + (conv_ ? (b * hp + y + pt) * p.wp + pl : by);
+          if (narrow) {
+            FillIndices(src, conv_ ? width : 1, p.channels, lut, cycles_, at, wide.data());
+          } else {
+            FillIndicesWide(src, conv_ ? width : 1, p.channels, lut, cycles_, at);
+          }
+          continue;
+        }
+#endif
         uint8_t* dst = planes.data() + b * p.image_stride + ((y + pt) * p.wp + pl) * p.channels;
         if (narrow) {
           FillPlanes(src, run, wide.data(), dst, p.plane_stride, slots, pair, dac, cycles_, plane_max);
@@ -386,6 +413,17 @@ class CrossbarOp : public OpKernel {
 
     std::atomic<int64_t> clips{0};
 #if defined(__AVX2__)
+    if (use_lut) {
+      const int64_t unit_cost = 16 * cycles_ * (lut.chunk_off.size() * lut_plan->pairs / 2 + 4 * p.groups * lut_plan->pairs);
+      auto work = [&](int64_t begin, int64_t end) {
+        clips += lut_plan->narrow ? RunUnitsLut<true>(p, *lut_plan, lut, planes.data(), patches, begin, end)
+                                  : RunUnitsLut<false>(p, *lut_plan, lut, planes.data(), patches, begin, end);
+      };
+      auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+      tensorflow::Shard(workers->num_threads, workers->workers, lut.units, unit_cost, work);
+      clips_out->scalar<int64_t>()() = clips.load();
+      return;
+    }
     if (dense) {
       const int64_t block_cost = 16 * cycles_ * (d.a_start[p.groups] / 16 * d.qd / 64 + 4 * p.groups * d.qd);
       auto work = [&](int64_t begin, int64_t end) {
@@ -407,6 +445,37 @@ class CrossbarOp : public OpKernel {
   }
 
  private:
+  // The lookup plan of these cells and tables (null: the method cannot run them), rebuilt only
+  // when an input it depends on changes: a wide layer's tables cost as much as its products
+  // on a small batch.
+  std::shared_ptr<const LutPlan> CachedLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows,
+                                           const Tensor& sizes, const Tensor& shift, const Tensor& coef,
+                                           const Tensor& ref, int64_t kw, double bound) {
+    const int64_t total_rows = static_cast<int64_t>(p.offset.size());
+    const std::vector<int64_t> shape{total_rows, q_width, p.channels, p.conv};
+    const std::pair<const void*, size_t> parts[] = {
+        {cells, sizeof(T) * total_rows * q_width}, {rows, sizeof(int32_t) * total_rows},
+        {sizes.tensor_data().data(), sizes.tensor_data().size()}, {shift.tensor_data().data(), shift.tensor_data().size()},
+        {coef.tensor_data().data(), coef.tensor_data().size()}, {ref.tensor_data().data(), ref.tensor_data().size()}};
+    std::lock_guard<std::mutex> hold(lut_mu_);
+    bool same = lut_valid_ && shape == lut_shape_;
+    for (size_t i = 0; same && i < std::size(parts); ++i)
+      same = lut_inputs_[i].size() == parts[i].second &&
+             std::memcmp(lut_inputs_[i].data(), parts[i].first, parts[i].second) == 0;
+    if (same) return lut_plan_;
+    auto plan = std::make_shared<LutPlan>();
+    const bool ok = PlanLut<T>(p, cells, q_width, rows, kw, shift.flat<int32_t>().data(),
+                               coef.flat<int64_t>().data(), bound, plan.get());
+    lut_plan_ = ok ? std::shared_ptr<const LutPlan>(plan) : nullptr;
+    lut_shape_ = shape;
+    for (size_t i = 0; i < std::size(parts); ++i) {
+      const char* at = static_cast<const char*>(parts[i].first);
+      lut_inputs_[i].assign(at, at + parts[i].second);
+    }
+    lut_valid_ = true;
+    return lut_plan_;
+  }
+
   template <typename AccT>
   void Run(OpKernelContext* ctx, const Plan& p, typename tensorflow::TTypes<T>::ConstFlat cells_flat,
            int64_t q_width, int64_t qb, const uint8_t* planes, int64_t patches, int64_t cost,
@@ -441,6 +510,11 @@ class CrossbarOp : public OpKernel {
   std::mutex planes_mu_;                  // guards the two below
   std::vector<uint8_t> planes_cache_;     // the last call's bit-planes (padding 0)
   std::vector<int64_t> planes_layout_;    // their layout: batch, height, width, channels, stride, slots
+  std::mutex lut_mu_;                     // guards the four below
+  bool lut_valid_ = false;
+  std::vector<int64_t> lut_shape_;
+  std::vector<char> lut_inputs_[6];       // copies of what the plan was built from
+  std::shared_ptr<const LutPlan> lut_plan_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfxbarCrossbar").Device(DEVICE_CPU).TypeConstraint<float>("T"),

@@ -14,13 +14,16 @@ Environment:
     TFXBAR_CACHE: cache directory (default ``~/.cache/tfxbar``).
     CXX: the C++ compiler (default ``g++``).
     TFXBAR_KERNEL_METHOD: how the kernel forms partial sums: ``sparse`` (16/32-bit vector adds
-        of the rows whose plane value is not 0; any CPU) or ``dense`` (int8 dot products of
+        of the rows whose plane value is not 0; any CPU), ``dense`` (int8 dot products of
         every row: AMX tiles where the CPU, the OS and the build allow them, else AVX2
         ``vpmaddubsw``; needs cells of at most 8 bits with AMX, 7 bits with AVX2, else the op
-        fails). ``auto`` (default): dense on CPUs with AVX2 but no AVX-512 (faster than sparse
-        there), sparse elsewhere (AMX's speed varied from round to round; the AVX2 backend
-        is not measured on AVX-512 CPUs), and sparse for a call dense cannot run exactly
-        (docs/benchmarks.md). The results are identical.
+        fails) or ``lut`` (AVX2 table lookups of four 1-bit rows at a time; needs 1-bit DACs,
+        stride-1 convolutions or Dense layers and no reference column, else the op fails).
+        ``auto`` (default): on CPUs with AVX2 but no AVX-512 lut, else dense (both faster than
+        sparse there), sparse elsewhere (AMX's speed varied from round to round; the AVX2
+        methods are not measured on AVX-512 CPUs), and sparse for a call neither can run
+        exactly (docs/benchmarks.md, docs/hardware_mode.md "Engines"). The results are
+        identical.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ from types import ModuleType
 import tensorflow as tf
 
 __all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "compile_kernel", "dense_supported",
-           "engine_choice", "kernel_method", "load"]
+           "engine_choice", "kernel_method", "load", "method_supported"]
 
 ENGINES = ("auto", "native", "tf")
-KERNEL_METHODS = ("auto", "sparse", "dense")
+KERNEL_METHODS = ("auto", "sparse", "dense", "lut")
 _SOURCE = Path(__file__).with_name("crossbar_kernel.cc")
-# The headers it includes: the sparse and dense methods and the plan they share.
-_HEADERS = tuple(Path(__file__).with_name(f"crossbar_{part}.h") for part in ("plan", "sparse", "dense"))
+# The headers it includes: the sparse, dense and lookup methods and the plan they share.
+_HEADERS = tuple(Path(__file__).with_name(f"crossbar_{part}.h")
+                 for part in ("plan", "sparse", "dense", "lut"))
 _loaded: ModuleType | None = None
 _failure: str | None = None
 
@@ -193,22 +197,29 @@ def load(engine: str | None = None) -> ModuleType | None:
     return _loaded
 
 
-def dense_supported(module: ModuleType) -> bool:
-    """Whether the loaded kernel can take the dense path on this machine (AMX or AVX2: CPU, OS
-    and build).
+def method_supported(module: ModuleType, method: str) -> bool:
+    """Whether the loaded kernel can run `method` on this machine (CPU, OS and build).
 
     Arguments:
         module: the loaded op module (`load`).
+        method: ``dense`` (AMX or AVX2) or ``lut`` (AVX2); ``sparse`` and ``auto`` always run.
 
     Returns:
-        True when a one-row probe with ``method="dense"`` runs.
+        True when a one-row probe with that method runs.
     """
+    if method not in KERNEL_METHODS:
+        raise ValueError(f"method must be one of {', '.join(KERNEL_METHODS)}; got {method!r}")
     try:
         module.tfxbar_crossbar(
             codes=tf.zeros([1, 4]), cells=tf.zeros([4, 1]), rows=tf.range(4), group_sizes=tf.constant([4]),
             shift=tf.zeros([1, 1], tf.int32), coef=tf.ones([1, 1, 1], tf.int64), ref_shift=tf.constant([-1]),
             offset_num=tf.zeros([1], tf.float64), scale=tf.zeros([0], tf.float64), Tout=tf.float64,
-            offset_shift=0, conv=False, dac_bits=1, cycles=1, top=1, cols=1, method="dense")
+            offset_shift=0, conv=False, dac_bits=1, cycles=1, top=1, cols=1, method=method)
     except tf.errors.InvalidArgumentError:
         return False
     return True
+
+
+def dense_supported(module: ModuleType) -> bool:
+    """Whether the loaded kernel can take the dense path here: ``method_supported(module, "dense")``."""
+    return method_supported(module, "dense")
