@@ -217,16 +217,18 @@ bool PlanLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows
 // quad cq of cycle j at dst + j · cycle_stride + cq · cq_stride + x. `code`: scratch for n · C int32.
 inline void FillIndices(const float* __restrict src, int64_t n, int64_t channels, const LutLayout& L,
                         int64_t cycles, uint8_t* dst, int32_t* __restrict code) {
-  int64_t i = 0;
-  for (; i + 8 <= n * channels; i += 8)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(code + i), _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_loadu_ps(src + i))));
-  for (; i < n * channels; ++i) code[i] = static_cast<int32_t>(std::floor(src[i]));
+  if (channels % 8 != 0) {   // the scalar tail below reads int32 codes
+    int64_t i = 0;
+    for (; i + 8 <= n * channels; i += 8)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(code + i), _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_loadu_ps(src + i))));
+    for (; i < n * channels; ++i) code[i] = static_cast<int32_t>(std::floor(src[i]));
+  }
   for (int64_t x = 0; x < n; ++x) {
     const int32_t* c = code + x * channels;
     uint8_t* d = dst + x;
     int64_t t = 0;
     for (; t + 8 <= channels; t += 8) {   // bit j of 8 codes = 2 quads, by the sign bits
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + t));
+      const __m256i v = _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_loadu_ps(src + x * channels + t)));
       uint8_t* dq = d + (t / 4) * L.cq_stride;
       for (int64_t j = 0; j < cycles; ++j) {
         const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_sll_epi32(v, _mm_cvtsi32_si128(31 - static_cast<int>(j)))));
@@ -312,7 +314,17 @@ int64_t RunUnitsLut(const Plan& p, const LutPlan& L, const LutLayout& A, const u
               const int64_t k1 = std::min(chunks, k0 + reps);
               __m256i a8[P];
               for (int c = 0; c < P; ++c) a8[c] = zero;
-              for (int64_t k = k0; k < k1; ++k) {
+              int64_t k = k0;
+              for (; k + 2 <= k1; k += 2) {   // two chunks per iteration: half the loop overhead
+                const __m256i x0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[k])));
+                const __m256i x1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[k + 1])));
+                const uint8_t* t = tb + k * P * 32;
+                for (int c = 0; c < P; ++c)
+                  a8[c] = _mm256_add_epi8(a8[c], _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32 * c)), x0));
+                for (int c = 0; c < P; ++c)
+                  a8[c] = _mm256_add_epi8(a8[c], _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32 * (P + c))), x1));
+              }
+              if (k < k1) {
                 const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[k])));
                 const uint8_t* t = tb + k * P * 32;
                 for (int c = 0; c < P; ++c)
