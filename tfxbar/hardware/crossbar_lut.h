@@ -99,8 +99,11 @@ bool PlanLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows
   for (int64_t g = 0; g < p.groups; ++g)
     if (p.ref_shift[g] >= 0) return false;
   const int64_t groups = p.groups, cycles = p.cycles;
-  L->exp.assign(groups * q_width, 0);
-  L->sign.assign(groups * q_width, 0);
+  L->pairs = ((q_width + 1) / 2 + kLutPairs - 1) / kLutPairs * kLutPairs;
+  L->qd = 2 * L->pairs;
+  const int64_t qd = L->qd;
+  L->exp.assign(groups * qd, 0);    // columns past q_width: sign 0
+  L->sign.assign(groups * qd, 0);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t q = 0; q < q_width; ++q) {
       const int64_t c0 = coef[g * cycles * q_width + q], mag = c0 < 0 ? -c0 : c0;
@@ -108,22 +111,19 @@ bool PlanLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows
         if (coef[(g * cycles + j) * q_width + q] != c0 * (int64_t{1} << j)) return false;
       if (mag == 0) continue;
       if ((mag & (mag - 1)) != 0 || mag > (int64_t{1} << 30)) return false;
-      L->exp[g * q_width + q] = __builtin_ctzll(static_cast<uint64_t>(mag));
-      L->sign[g * q_width + q] = c0 < 0 ? -1 : 1;
+      L->exp[g * qd + q] = __builtin_ctzll(static_cast<uint64_t>(mag));
+      L->sign[g * qd + q] = c0 < 0 ? -1 : 1;
     }
   for (int64_t n = 0; n < p.cols; ++n) {   // int32 sums per output: Σ over its columns and groups
     double most = 0;                         // of (top + 1) · 2^(cycles + exp)
     for (int64_t q = n; q < q_width; q += p.cols)
       for (int64_t g = 0; g < groups; ++g)
-        if (L->sign[g * q_width + q] != 0)
-          most += std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(cycles + L->exp[g * q_width + q]));
+        if (L->sign[g * qd + q] != 0)
+          most += std::ldexp(static_cast<double>(p.top) + 1.0, static_cast<int>(cycles + L->exp[g * qd + q]));
     if (most >= 2147483648.0) return false;
   }
-  L->pairs = ((q_width + 1) / 2 + kLutPairs - 1) / kLutPairs * kLutPairs;
-  L->qd = 2 * L->pairs;
 
   // Chunks: a group's rows keyed by (tap, channel quad); bit c % 4 of the index is channel c.
-  std::vector<uint8_t> groups_tables;
   L->chunk_start.assign(1, 0);
   const int64_t blocks = L->pairs / kLutPairs;
   std::vector<int32_t> sums;   // per chunk, bit, column: Σ cells of the rows there
@@ -179,21 +179,14 @@ bool PlanLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows
         L->keep[at + lane] = static_cast<uint16_t>(s == 0 ? 0xffff : 0);
       }
     }
-  // exp / sign padded to qd columns (padding: sign 0).
-  std::vector<int32_t> exp(groups * L->qd, 0), sign(groups * L->qd, 0);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t q = 0; q < q_width; ++q) {
-      exp[g * L->qd + q] = L->exp[g * q_width + q];
-      sign[g * L->qd + q] = L->sign[g * q_width + q];
-    }
   L->narrow = true;
   for (int64_t q = 0; q < q_width; ++q) {
     double most = 0;
     for (int64_t g = 0; g < groups; ++g)
-      if (sign[g * L->qd + q] != 0) {
-        L->narrow &= exp[g * L->qd + q] + cycles - 1 <= 14;
+      if (L->sign[g * qd + q] != 0) {
+        L->narrow &= L->exp[g * qd + q] + cycles - 1 <= 14;
         most += std::ldexp(static_cast<double>(p.top) * static_cast<double>((int64_t{1} << cycles) - 1),
-                           static_cast<int>(exp[g * L->qd + q]));
+                           static_cast<int>(L->exp[g * qd + q]));
       }
     L->narrow &= most < 32768.0;
   }
@@ -204,10 +197,8 @@ bool PlanLut(const Plan& p, const T* cells, int64_t q_width, const int32_t* rows
         for (int64_t j = 0; j < cycles; ++j)
           for (int64_t lane = 0; lane < 8; ++lane)
             L->mult[((g * L->pairs + q / 2) * cycles + j) * 16 + 8 * (q % 2) + lane] =
-                static_cast<int16_t>(sign[g * L->qd + q] * (int32_t{1} << (exp[g * L->qd + q] + j)));
+                static_cast<int16_t>(L->sign[g * qd + q] * (int32_t{1} << (L->exp[g * qd + q] + j)));
   }
-  L->exp = std::move(exp);
-  L->sign = std::move(sign);
   return true;
 #endif
 }
