@@ -155,6 +155,37 @@ def test_non_finite_codes_are_refused(models) -> None:
         crossbar._compiled(tf.constant(codes), w, offset)  # noqa: SLF001
 
 
+@pytest.mark.usefixtures("kernel_method")
+@pytest.mark.parametrize("step", [0.75, 0.7])
+def test_codes_formed_from_the_inputs(models, step: float) -> None:
+    """Given the input step, the kernel forms the codes as TF's ``tf.round(inputs / step)``
+    (float32 division, ties to even) while it reads the inputs: the same products and clips as
+    codes formed by TF, ties included (step 0.75: exact halves; 0.7: rounded quotients); a NaN
+    input is named with its index."""
+    program = tfxbar.CrossbarConverter.from_keras_model(
+        models["mlp"], tile_rows=64, tile_cols=256, dac_bits=1, adc_bits=4, adc_range="calibrated",
+        representative_data=pixel_codes(32)[0]).convert()
+    crossbar = HardwareMode(models["mlp"], program=program, engine="native").crossbars["wide"]
+    sim, top = crossbar.simulation, crossbar.layout.input_max
+    w, _, offset = crossbar.parts()
+    cells, offset_num = crossbar._native_cells(w, offset)  # noqa: SLF001
+    rng = np.random.default_rng(11)
+    halves = rng.integers(0, 2 * top + 1, (5, crossbar.layout.rows)) / 2   # k and k + 1/2
+    values = np.float32(halves + rng.choice([0.0, 0.0, 0.3, -0.2], halves.shape)).clip(0, top)
+    inputs = tf.constant((values * np.float32(step)).astype(np.float32))
+    codes = tf.round(inputs / step)
+    assert np.any(codes.numpy() != np.floor(inputs.numpy() / np.float32(step) + 0.5))   # ties matter
+    got = sim.from_codes(inputs, cells, offset_num, step=tf.constant(step))
+    want = sim.from_codes(codes, cells, offset_num)
+    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    assert int(got[1]) == int(want[1])
+    bad = inputs.numpy().copy()
+    bad[2, 7] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"got nan at flat index {2 * crossbar.layout.rows + 7} of input / step"):
+        sim.from_codes(tf.constant(bad), cells, offset_num, step=tf.constant(step))
+
+
 def _direct_call(method: str, cells: np.ndarray, dac_bits: int, codes: np.ndarray) -> tuple[np.ndarray, int]:
     """The op on a Dense crossbar of two row groups (differential: Q = 2 · 6 columns)."""
     rows, q = cells.shape
@@ -165,8 +196,8 @@ def _direct_call(method: str, cells: np.ndarray, dac_bits: int, codes: np.ndarra
         codes=tf.constant(codes), cells=tf.constant(cells), rows=tf.range(rows),
         group_sizes=tf.constant([rows // 2, rows - rows // 2]), shift=tf.fill([2, q], 3),
         coef=tf.constant(coef), ref_shift=tf.constant([-1, -1]), offset_num=tf.zeros([6], tf.float64),
-        scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False, dac_bits=dac_bits,
-        cycles=cycles, top=31, cols=6, method=method)
+        scale=tf.zeros([0], tf.float64), step=tf.zeros([0]), Tout=tf.float64, offset_shift=0, conv=False,
+        dac_bits=dac_bits, cycles=cycles, top=31, cols=6, method=method)
     return out.numpy(), int(clips)
 
 
@@ -240,7 +271,7 @@ def _check_methods(codes: np.ndarray, cells: np.ndarray, rows: np.ndarray, sizes
             codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.constant(rows, tf.int32),
             group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
             ref_shift=tf.constant([-1] * len(sizes)), offset_num=tf.zeros([cols], tf.float64),
-            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=False,
+            scale=tf.zeros([0], tf.float64), step=tf.zeros([0]), Tout=tf.float64, offset_shift=0, conv=False,
             dac_bits=dac_bits, cycles=cycles, top=top, cols=cols, method=method)
         if method == "lut" and not lut:
             with pytest.raises(tf.errors.InvalidArgumentError, match="method 'lut' needs AVX2, 1-bit DACs"):
@@ -333,8 +364,9 @@ def test_reused_planes_keep_their_padding(method: str) -> None:
             codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.range(rows),
             group_sizes=tf.constant([rows]), shift=tf.constant(shift), coef=tf.constant(coef),
             ref_shift=tf.constant([-1]), offset_num=tf.zeros([cols], tf.float64),
-            scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=True, kernel=[3, 3],
-            strides=[1, 1], pads=[1, 1, 1, 1], dac_bits=1, cycles=cycles, top=15, cols=cols, method=method)
+            scale=tf.zeros([0], tf.float64), step=tf.zeros([0]), Tout=tf.float64, offset_shift=0, conv=True,
+            kernel=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dac_bits=1, cycles=cycles, top=15, cols=cols,
+            method=method)
         np.testing.assert_array_equal(out.numpy(), want[0], err_msg=str(shape))
         assert int(clips) == want[1], shape
 
@@ -346,8 +378,9 @@ def _conv_call(method: str, codes: np.ndarray, cells: np.ndarray, rows: np.ndarr
         codes=tf.constant(codes, tf.float32), cells=tf.constant(cells), rows=tf.constant(rows, tf.int32),
         group_sizes=tf.constant(sizes), shift=tf.constant(shift), coef=tf.constant(coef),
         ref_shift=tf.constant([-1] * len(sizes)), offset_num=tf.zeros([cols], tf.float64),
-        scale=tf.zeros([0], tf.float64), Tout=tf.float64, offset_shift=0, conv=True, kernel=[3, 3],
-        strides=strides, pads=pads, dac_bits=1, cycles=coef.shape[1], top=top, cols=cols, method=method)
+        scale=tf.zeros([0], tf.float64), step=tf.zeros([0]), Tout=tf.float64, offset_shift=0, conv=True,
+        kernel=[3, 3], strides=strides, pads=pads, dac_bits=1, cycles=coef.shape[1], top=top, cols=cols,
+        method=method)
     return out.numpy(), int(clips)
 
 

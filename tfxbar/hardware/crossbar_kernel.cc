@@ -60,6 +60,8 @@ REGISTER_OP("TfxbarCrossbar")
     .Input("ref_shift: int32")    // (G,) reference column step exponent, -1: none
     .Input("offset_num: double")  // (N,) the digital offset B
     .Input("scale: double")       // (N,) real value of one unit of X (Tout = float), else empty
+    .Input("step: float")         // () the layer's input step: codes = round_half_even(codes / step)
+                                  // first (as tf.round(x / step)); empty: `codes` are the codes
     .Output("out: Tout")          // (M, N) X = 2^f · Σ coef · code − B · Σ reference terms
                                   // (double), or float32(X · scale) (float)
     .Output("clips: int64")       // () ADC codes that saturated
@@ -114,6 +116,19 @@ bool CheckCells(const T* c, int64_t n, T* most) {
   }
   *most = top;
   return ok;
+}
+
+// dst[t] = round_half_even(src[t] / step) for n values: the same IEEE float32 division and
+// rounding as TF's tf.round(x / step), so the layer's codes need no tensor of their own.
+inline void RoundQuotients(const float* __restrict src, int64_t n, float step, float* __restrict dst) {
+  int64_t t = 0;
+#if defined(__AVX2__)
+  const __m256 s = _mm256_set1_ps(step);
+  for (; t + 8 <= n; t += 8)
+    _mm256_storeu_ps(dst + t, _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(src + t), s),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; t < n; ++t) dst[t] = std::nearbyint(src[t] / step);
 }
 
 // The plane bytes of one row of n codes below 2^31 in magnitude, slot j at dst + j · stride:
@@ -322,6 +337,10 @@ class CrossbarOp : public OpKernel {
                                 "2^30 and power-of-two column weights; use 'auto' or 'sparse'"));
 
     const float* x = codes.flat<float>().data();
+    const Tensor& step_in = ctx->input(9);
+    OP_REQUIRES(ctx, step_in.NumElements() <= 1, InvalidArgument("step must be a scalar or empty"));
+    const bool divide = step_in.NumElements() == 1;
+    const float step = divide ? step_in.flat<float>()(0) : 1.0f;
     // Paired cycles (`PairCycles`): slot i holds plane(2i) + plane(2i + 1) · 2^k, else slot j plane(j).
     const int pair = dense ? d.pair_shift : 0;
     const int64_t slots = pair > 0 ? (cycles_ + 1) / 2 : cycles_;
@@ -345,9 +364,14 @@ class CrossbarOp : public OpKernel {
     auto fill = [&](int64_t begin, int64_t end) {   // rows (b, y) of the unpadded input
       bool ok = true;
       std::vector<int32_t> wide(run);
+      std::vector<float> rounded(divide ? run : 0);
       for (int64_t by = begin; by < end; ++by) {
         const int64_t b = by / height, y = by % height;
         const float* __restrict src = x + by * run;
+        if (divide) {
+          RoundQuotients(src, run, step, rounded.data());
+          src = rounded.data();
+        }
         // Codes below 2^31 in magnitude (all real ones) take int32 vector lanes; a row with
         // a larger value takes int64; NaN / inf and beyond int64 are refused.
         int narrow = 1, finite = 1;
@@ -388,10 +412,12 @@ class CrossbarOp : public OpKernel {
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(workers->num_threads, workers->workers, batch * height, run * (cycles_ + 1) * 2, fill);
     if (bad) {   // name the first value without an integer code (NaN, inf or beyond int64)
+      auto code = [&](int64_t i) { return divide ? std::nearbyint(x[i] / step) : x[i]; };
       int64_t i = 0;
-      while (std::fabs(x[i]) < 4.6e18f) ++i;
-      ctx->CtxFailure(InvalidArgument("input codes must be finite integers (got ", x[i], " at flat index ",
-                                      i, "); check the layer's input for NaN / inf"));
+      while (std::fabs(code(i)) < 4.6e18f) ++i;
+      ctx->CtxFailure(InvalidArgument("input codes must be finite integers (got ", code(i), " at flat index ",
+                                      i, divide ? " of input / step" : "",
+                                      "); check the layer's input for NaN / inf"));
       return;
     }
 

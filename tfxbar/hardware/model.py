@@ -194,10 +194,11 @@ class HardwareCrossbar:
         full, offset_num = weight_cells(self.layout, w, offset, int(self.low))
         return group_cells(self.layout, full, self.simulation.cell_dtype()), offset_num
 
-    def _native_product(self, codes: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
+    def _native_product(self, inputs: tf.Tensor, step: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
                         scale: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        # The kernel forms the codes round(inputs / step) as it reads the inputs.
         cells, offset_num = self._native_cells(w, offset)
-        out, clips, overflows = self.simulation.from_codes(codes, cells, offset_num, scale)
+        out, clips, overflows = self.simulation.from_codes(inputs, cells, offset_num, scale, step=step)
         return out, clips, overflows, tf.shape(out, out_type=tf.int64)[0]
 
     def _linear_product(self, codes: tf.Tensor, w: tf.Tensor, offset: tf.Tensor,
@@ -243,13 +244,14 @@ class HardwareCrossbar:
             ``(product (patches, N) float32, ADC clips, accumulator overflows, patches)``.
         """
         step = tf.cast(self.input_step(), tf.float32)
-        codes = tf.round(tf.stop_gradient(inputs) / step)
         w, scale, offset = self.parts()
         # Real product = step_in · scale · 2^−f · X: exact X, one float32 rounding.
         a = tf.cast(step * scale, tf.float64) * 2.0 ** -self.layout.offset_shift
         if self.simulation.uses_native and not self.use_fixed and self.cell_noise(training) is None:
-            # The kernel writes the real product itself (no float64 X through memory).
-            return self._native(codes, w, offset, a)
+            # The kernel writes the real product itself (no float64 X through memory) and forms
+            # the codes from the inputs (no codes tensor either).
+            return self._native(tf.stop_gradient(inputs), tf.stop_gradient(step), w, offset, a)
+        codes = tf.round(tf.stop_gradient(inputs) / step)
         if self.simulation.always_linear and not self.use_fixed and self.cell_noise(training) is None:
             return self._linear(codes, w, offset, a)
         acc, clips, overflows, count = self.accumulate(codes, training)

@@ -213,8 +213,8 @@ def method_supported(module: ModuleType, method: str) -> bool:
         module.tfxbar_crossbar(
             codes=tf.zeros([1, 4]), cells=tf.zeros([4, 1]), rows=tf.range(4), group_sizes=tf.constant([4]),
             shift=tf.zeros([1, 1], tf.int32), coef=tf.ones([1, 1, 1], tf.int64), ref_shift=tf.constant([-1]),
-            offset_num=tf.zeros([1], tf.float64), scale=tf.zeros([0], tf.float64), Tout=tf.float64,
-            offset_shift=0, conv=False, dac_bits=1, cycles=1, top=1, cols=1, method=method)
+            offset_num=tf.zeros([1], tf.float64), scale=tf.zeros([0], tf.float64), step=tf.zeros([0]),
+            Tout=tf.float64, offset_shift=0, conv=False, dac_bits=1, cycles=1, top=1, cols=1, method=method)
     except tf.errors.InvalidArgumentError:
         return False
     return True

@@ -29,6 +29,7 @@ integers, fused per patch, without the GEMM outputs' round trip through memory.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from types import ModuleType
 
 import numpy as np
@@ -137,15 +138,19 @@ class CrossbarSimulation:
         return self.native is not None
 
     def from_codes(self, codes: tf.Tensor, cells: list[tf.Tensor], offset_num: tf.Tensor | None = None,
-                   scale: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                   scale: tf.Tensor | None = None,
+                   step: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """`__call__`'s result from the layer's unpadded input codes, by the native kernel.
 
         Arguments:
-            codes: the integer input codes as float32, (B, H, W, C) or (B, K).
+            codes: the integer input codes as float32, (B, H, W, C) or (B, K); with `step`, the
+                layer's real inputs.
             cells: per row group, its (r, P·L·N) program cell matrix in `cell_dtype()`.
             offset_num: as in `__call__`.
             scale: (N,) float64 real value of one unit of X: then the first result is
                 ``float32(X · scale)``, computed in the kernel by the same float64 operations.
+            step: the layer's float32 input step: the codes are ``tf.round(codes / step)``,
+                computed by the kernel as it reads them (no codes tensor through memory).
 
         Returns:
             ``(X (M, N) float64, or the real product float32, ADC clips, 0 overflows)``.
@@ -155,10 +160,17 @@ class CrossbarSimulation:
         b = tf.constant(layout.offset_num.astype(np.float64)) if offset_num is None else offset_num
         # Forward only: ADC-aware training differentiates the ideal product (`straight_through`).
         unit = tf.zeros([0], tf.float64) if scale is None else tf.stop_gradient(tf.cast(scale, tf.float64))
-        out, clips = self.native.tfxbar_crossbar(
-            codes=tf.stop_gradient(tf.cast(codes, tf.float32)), cells=tf.stop_gradient(stacked),
-            **{k: tf.constant(v) for k, v in self._tables.items()},
-            offset_num=tf.stop_gradient(tf.cast(b, tf.float64)), scale=unit,
+        codes = tf.stop_gradient(tf.cast(codes, tf.float32))
+        op = self.native.tfxbar_crossbar
+        divisor = {}
+        if "step" in inspect.signature(op).parameters:
+            divisor["step"] = tf.zeros([0]) if step is None else tf.reshape(tf.cast(step, tf.float32), [])
+        elif step is not None:   # a build from before the op took the step (benchmarks/kernel_ab.py)
+            codes = tf.round(codes / tf.cast(step, tf.float32))
+        tables = {k: tf.constant(v) for k, v in self._tables.items()}
+        out, clips = op(
+            codes=codes, cells=tf.stop_gradient(stacked), **tables,
+            offset_num=tf.stop_gradient(tf.cast(b, tf.float64)), scale=unit, **divisor,
             Tout=tf.float64 if scale is None else tf.float32, offset_shift=layout.offset_shift, **self._attrs)
         return out, clips, tf.constant(0, tf.int64)
 
