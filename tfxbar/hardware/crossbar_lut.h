@@ -18,12 +18,28 @@
 #include <cstring>
 #include <immintrin.h>
 #include <map>
+#include <new>
 #include <utility>
 #include <vector>
 
 #include "crossbar_plan.h"
 
 namespace tfxbar {
+
+// Storage on 64-byte boundaries: a table's 32-byte loads then never straddle a cache line.
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
 
 // Column pairs per register block: 4 byte sums, 8 u16 sums, an index and a table fit the 16
 // ymm registers.
@@ -47,17 +63,17 @@ struct LutPlan {
   std::vector<int64_t> reps;         // (G,) chunks summed in bytes before widening to u16
   std::vector<int64_t> table_start;  // (G,) each group's tables
   // Per group, pair block, chunk, pair: 32 bytes, column 2p's 16 sums then column 2p + 1's.
-  std::vector<uint8_t> tables;
+  std::vector<uint8_t, CacheAligned<uint8_t>> tables;
   // Per group and pair, 16 u16 (8 for column 2p, 8 for 2p + 1): the ADC's half step, high
   // multiplier 2^(16 − shift) (0 when shift is 0 or ≥ 16) and a mask keeping the sum itself
   // (shift 0).
-  std::vector<uint16_t> half, mul, keep;
+  std::vector<uint16_t, CacheAligned<uint16_t>> half, mul, keep;
   std::vector<int32_t> exp, sign;    // (G, qd) column weight sign · 2^exp of cycle 0
   // Narrow: every column's Σ over groups and cycles of top · 2^(exp + j) is below 2^15, so codes
   // go straight into int16 lanes as code · mult, mult = sign · 2^(exp + j) per (G, pair, cycle):
   // 16 int16, 8 for column 2p, 8 for 2p + 1. Else combined per group in u16, then int32.
   bool narrow = false;
-  std::vector<int16_t> mult;
+  std::vector<int16_t, CacheAligned<int16_t>> mult;
 };
 
 // What depends on the call's geometry: where the index bytes lie.
@@ -257,8 +273,8 @@ int64_t RunUnitsLut(const Plan& p, const LutPlan& L, const LutLayout& A, const u
   constexpr int P = kLutPairs, U = kLutUnits;
   const int64_t qd = L.qd, blocks = L.pairs / P, cycles = p.cycles;
   // Narrow: int16 sums, per unit, pair and half (patches 0..7, 8..15); else int32 per column.
-  std::vector<int16_t> y16(kNarrow ? U * L.pairs * 32 : 0);
-  std::vector<int32_t> y(kNarrow ? 0 : U * qd * 16);
+  std::vector<int16_t, CacheAligned<int16_t>> y16(kNarrow ? U * L.pairs * 32 : 0);
+  std::vector<int32_t, CacheAligned<int32_t>> y(kNarrow ? 0 : U * qd * 16);
   alignas(32) uint16_t comb[U][P][2][16];
   std::vector<int32_t> rowsum(16 * p.cols);
   const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
