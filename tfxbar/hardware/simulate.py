@@ -22,8 +22,9 @@ Two exact shortcuts cut the arithmetic (program cells only, not device conductan
   matrix: one GEMM on the codes, no bit-planes, no ADC.
 
 With the native kernel (`tfxbar.hardware.native`) the program-cell, overflow-free case instead
-runs `crossbar_kernel.cc` on the input codes (`CrossbarSimulation.from_codes`): the same
-integers, fused per patch, without the GEMM outputs' round trip through memory.
+runs `crossbar_kernel.cc` on the input codes (`CrossbarSimulation.from_codes`; given the
+layer's input step, the kernel forms them from the real inputs): the same integers, fused per
+patch, without the GEMM outputs' round trip through memory.
 """
 
 from __future__ import annotations
