@@ -8,7 +8,10 @@ their op renamed as kernel_ab.py does), each model called in a `tf.function` per
 how `evaluate_under_variation` steps it — over the same test images, alternating for
 `--rounds` in a rotated order. Their logits must be identical (checked). A build whose op does
 not take the layer's input step gets the codes from TF, as the Python side did before the
-kernel formed them.
+kernel formed them. `--base-layers` / `--head-layers` choose, per side, the in-place native ops
+(`tfxbar.hardware.native_layers`, of this checkout) or TensorFlow's own for the
+BatchNormalization layers and output quantizers: with ``--base HEAD --head HEAD --base-layers
+tf`` the run measures what those ops are worth.
 
     TFXBAR_DATA_DIR=/work/shared/data PYTHONPATH=. python benchmarks/hardware_ab.py \\
         --model out/bench/mnist_w4a3.keras --base HEAD~1 --head worktree
@@ -48,6 +51,9 @@ def main() -> None:
     parser.add_argument("--head", default="worktree", help="git revision (or 'worktree')")
     parser.add_argument("--method", default=os.environ.get("TFXBAR_KERNEL_METHOD", "auto"),
                         choices=native.KERNEL_METHODS, help="the kernel method both run")
+    for side in ("base", "head"):
+        parser.add_argument(f"--{side}-layers", default="native", choices=("native", "tf"),
+                            help=f"{side}'s BatchNormalization and output quantizers at inference")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args()
@@ -63,7 +69,9 @@ def main() -> None:
         builds = {"base": _build(args.base, "Base", Path(tmp)), "head": _build(args.head, "Head", Path(tmp))}
     os.environ["TFXBAR_KERNEL_METHOD"] = args.method   # read when the mode is built
     for side, model in models.items():
-        for crossbar in HardwareMode(model, program=program, engine="native").install().crossbars.values():
+        layers = getattr(args, f"{side}_layers") == "native"
+        mode = HardwareMode(model, program=program, engine="native", native_layers=layers).install()
+        for crossbar in mode.crossbars.values():
             if crossbar.simulation.uses_native:
                 crossbar.simulation.native = builds[side]
     n = args.images - args.images % 250
@@ -85,13 +93,15 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}; method {args.method}; "
-          f"base {args.base}, head {args.head}; {n} images per round, {args.rounds} rounds; "
+          f"base {args.base} ({args.base_layers} layers), head {args.head} ({args.head_layers} layers); "
+          f"{n} images per round, {args.rounds} rounds; "
           f"logits identical; load average (1 min) {min(loads):.1f}–{max(loads):.1f}")
     print("| build | median img/s | best img/s |")
     print("|---|---|---|")
     for side in ("base", "head"):
         median, best = statistics.median(rates[side]), max(rates[side])
-        print(f"| {side} ({getattr(args, side)}) | {median:,.0f} | {best:,.0f} |")
+        print(f"| {side} ({getattr(args, side)}, {getattr(args, side + '_layers')} layers) | {median:,.0f} | "
+              f"{best:,.0f} |")
     paired = statistics.median(h / b for h, b in zip(rates["head"], rates["base"], strict=True))
     print(f"head / base: medians {statistics.median(rates['head']) / statistics.median(rates['base']):.3f}, "
           f"best rounds {max(rates['head']) / max(rates['base']):.3f}, median of paired rounds {paired:.3f}")

@@ -17,10 +17,14 @@ is modelled. Side by side in one run, interleaved over `--rounds` in a rotated o
   applies, else dense, on AVX2-only CPUs, sparse elsewhere;
 - Keras hardware mode, TF engine: ``engine="tf"`` (XLA-compiled crossbars);
 - the numpy interpreter, ``Interpreter(program, "hardware")`` (default workers);
-- the same quantized Keras model without the hardware mode (fake-quantized ideal layers): what
-  ``predict`` costs around the crossbars, a ceiling for any engine inside Keras;
+- the same quantized Keras model without the hardware mode (fake-quantized ideal layers, all on
+  TensorFlow's own ops): the "ceiling" of earlier runs — the hardware mode's in-place layer ops
+  make its layers around the crossbars cheaper than this model's;
 - TFLite int8 of the same float CNN (tfmot 8-bit QAT, 2 threads), for scale: it computes ideal
   8-bit layers, without DAC cycles, ADCs or tiles;
+- the first native method's model with TensorFlow's own BatchNormalization and quantizer ops
+  (``native_layers=False``) in the `tf.function` loop: what the in-place layer ops
+  (`tfxbar.hardware.native_layers`) are worth, side by side;
 - the first native method's model and the ceiling's again, each under ``predict`` on
   `tfxbar.inference_batches` (tf.data's autotuner off) and called in a `tf.function` per batch
   instead of ``predict`` (how `evaluate_under_variation` steps a model);
@@ -145,7 +149,7 @@ def main() -> None:
         qmodel.save(path)
     module = native.load("native")
     fast = tuple(m for m in ("lut", "dense") if native.method_supported(module, m))
-    names = (*fast, "sparse", "tf", "ideal")
+    names = (*fast, "sparse", "tf", "tf-layers", "ideal")
     copies = {name: keras.models.load_model(path, compile=False) for name in names}
     program = tfxbar.CrossbarConverter.from_keras_model(
         copies["ideal"], dac_bits=1, adc_bits=6, adc_range="calibrated",
@@ -153,9 +157,12 @@ def main() -> None:
     interpreter = tfxbar.Interpreter(program, "hardware")
     modes = {"tf": HardwareMode(copies["tf"], program=program, engine="tf").install()}
     previous = os.environ.get("TFXBAR_KERNEL_METHOD", "auto")
-    for method in names[:-2]:
+    for method in names[:-3]:
         os.environ["TFXBAR_KERNEL_METHOD"] = method   # read when the mode is built
         modes[method] = HardwareMode(copies[method], program=program, engine="native").install()
+    os.environ["TFXBAR_KERNEL_METHOD"] = names[0]
+    modes["tf-layers"] = HardwareMode(copies["tf-layers"], program=program, engine="native",
+                                      native_layers=False).install()
     os.environ["TFXBAR_KERNEL_METHOD"] = previous
     lite = _tflite(_tflite_model(float_model), args.batch, 2)
 
@@ -167,12 +174,16 @@ def main() -> None:
     predicted = {engine: np.argmax(copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0), -1)
                  for engine in names}   # also warms up
     interp_pred = interpreter.predict(x_hw)
+    own, native_ops = (copies[e].predict(xf_hw, batch_size=args.batch, verbose=0)
+                       for e in ("tf-layers", names[0]))
+    if not np.array_equal(own, native_ops):
+        raise SystemExit("hardware_throughput: the in-place layer ops changed the logits")
 
     def keras_run(engine: str):  # noqa: ANN202
         return lambda: copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0)
 
     runs = {f"Keras hardware mode, native engine ({method})": (keras_run(method), n_hw)
-            for method in names[:-2]}
+            for method in names[:-3]}
     runs.update({
         "Keras hardware mode, TF/XLA engine": (keras_run("tf"), n_hw),
         "interpreter, modelled hardware": (lambda: interpreter.run(x_hw), n_hw),
@@ -188,6 +199,8 @@ def main() -> None:
         lambda: copies["ideal"].predict(batches_hw, verbose=0), n_hw)
     runs[f"Keras hardware mode, native engine ({kernel_method}), tf.function loop"] = (
         _function_loop(copies[kernel_method], xf_hw, args.batch), n_hw)
+    runs[f"Keras hardware mode, native engine ({kernel_method}), TF's own BN and quantizer ops, "
+         "tf.function loop"] = (_function_loop(copies["tf-layers"], xf_hw, args.batch), n_hw)
     runs["Keras quantized model, no hardware mode (ceiling), tf.function loop"] = (
         _function_loop(copies["ideal"], xf_hw, args.batch), n_hw)
     runs[f"crossbar kernels alone ({kernel_method}; share of the hardware mode)"] = (
@@ -200,7 +213,7 @@ def main() -> None:
     base = median["interpreter, modelled hardware"]
 
     print(f"CPU: {cpu_flags()}; {os.cpu_count()} CPUs visible; TF {tf.__version__}")
-    engines = names[:-1]
+    engines = [e for e in names[:-1] if e != "tf-layers"]
     accuracy = ", ".join(f"Keras {e} {np.mean(predicted[e] == y_hw):.4f}" for e in engines)
     agreement = ", ".join(f"{e} {np.mean(predicted[e] == interp_pred):.4f}" for e in engines)
     print(f"MNIST CNN w4a3, 128×128 tiles, 1-bit DAC, 6-bit calibrated ADCs, {steps}; "

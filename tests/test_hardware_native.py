@@ -446,15 +446,16 @@ def test_a_missing_compiler_falls_back_or_fails_loudly(monkeypatch: pytest.Monke
 
 
 def test_every_kernel_source_is_in_the_cache_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An edit to any of the kernel's files (the .cc or a header it includes) makes a new build,
+    """An edit to any of the library's files (the two .cc files or a header) makes a new build,
     never a stale library."""
     copies = []
-    for source in (native._SOURCE, *native._HEADERS):  # noqa: SLF001
+    for source in (native._SOURCE, native._LAYER_SOURCE, *native._HEADERS):  # noqa: SLF001
         copy = tmp_path / source.name
         copy.write_text(source.read_text())
         copies.append(copy)
     monkeypatch.setattr(native, "_SOURCE", copies[0])
-    monkeypatch.setattr(native, "_HEADERS", tuple(copies[1:]))
+    monkeypatch.setattr(native, "_LAYER_SOURCE", copies[1])
+    monkeypatch.setattr(native, "_HEADERS", tuple(copies[2:]))
     keys = {native._cache_key("g++")}  # noqa: SLF001
     for copy in copies:
         copy.write_text(copy.read_text() + "\n// edited\n")

@@ -6,7 +6,9 @@ hardware semantics (docs/format.md §4.1): tiles, DAC bit-slicing, per-tile-colu
 program's resolution and steps, shift-add and a saturating or wrapping accumulator
 (`tfxbar.hardware.simulate`), on the integer codes of its input. Everything else — bias, batch
 norm, activations, pooling, output quantizers — is the model's own layers, so whatever the
-converter supports (and the model's later shape) is followed without re-implementing the op list.
+converter supports (and the model's later shape) is followed without re-implementing the op list;
+at inference its BatchNormalization layers and output quantizers run on in-place native ops that
+compute the same bits as TensorFlow's (`tfxbar.hardware.native_layers`).
 
 What comes from where:
 
@@ -41,6 +43,7 @@ from tfxbar.export.converter import CrossbarConverter, _inbound
 from tfxbar.export.format import Program
 from tfxbar.hardware import native as native_kernel
 from tfxbar.hardware.cells import group_cells, weight_cells
+from tfxbar.hardware.native_layers import NativeLayers
 from tfxbar.hardware.products import dac_planes, pad
 from tfxbar.hardware.simulate import Accumulator, CrossbarSimulation
 from tfxbar.hardware.ste import straight_through
@@ -300,6 +303,10 @@ class HardwareMode:
             (`tfxbar.hardware.native`, built on first use) for program cells wherever it applies,
             else the TF/XLA formulation; ``"native"``: the same, but fail if it cannot be built;
             ``"tf"``: TF/XLA only. Both compute the same integers.
+        native_layers: with the native library loaded (engine ``auto`` or ``native``), run the
+            model's BatchNormalization layers and tfxbar output quantizers at inference on its
+            in-place ops (`tfxbar.hardware.native_layers`), bit-identical to TensorFlow's and
+            faster; False: TensorFlow's own ops.
 
     Raises:
         ValueError: a crossbar op has no quantized layer of its name in `model`, or an argument
@@ -317,7 +324,7 @@ class HardwareMode:
                  program: Program | None = None, accumulator_bits: int | None = None,
                  accumulator_mode: str | None = None,
                  conductances: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
-                 engine: str | None = None) -> None:
+                 engine: str | None = None, native_layers: bool = True) -> None:
         require_tf_keras(model)
         native = native_kernel.load(engine)
         self.model = model
@@ -337,6 +344,7 @@ class HardwareMode:
             layout = TileLayout(op, self.program.op_arrays(index))
             self.crossbars[op["name"]] = HardwareCrossbar(layout, kernel, _input_step(model, kernel.wrapper),
                                                           self.accumulator, native=native)
+        self.native_layers = NativeLayers(model, native) if native is not None and native_layers else None
         self.installed = False
         self.set_chip(conductances)
 
@@ -359,6 +367,8 @@ class HardwareMode:
         if not self.installed:
             for crossbar in self.crossbars.values():
                 crossbar.layer.call = crossbar.call   # the QuantizeWrapper calls `layer.call`
+            if self.native_layers is not None:
+                self.native_layers.install()
             self.installed = True
             self._retrace()
         return self
@@ -368,6 +378,8 @@ class HardwareMode:
         if self.installed:
             for crossbar in self.crossbars.values():
                 del crossbar.layer.call
+            if self.native_layers is not None:
+                self.native_layers.remove()
             self.installed = False
             self._retrace()
 

@@ -1,9 +1,11 @@
 """The fused CPU kernel of the hardware mode (`crossbar_kernel.cc`), built on first use.
 
 The kernel computes a crossbar's modelled hardware accumulator on program cells in one pass per
-patch (docs/hardware_mode.md, "Engines"). It is compiled against the installed TensorFlow
-with the machine's C++ compiler the first time a `HardwareMode` needs it, and cached by a hash
-of the sources (the .cc and its headers), TensorFlow's version and flags, the compiler and the
+patch (docs/hardware_mode.md, "Engines"); the same library holds the in-place inference ops of
+the layers between the crossbars (`layer_kernels.cc`, `tfxbar.hardware.native_layers`). It is
+compiled against the installed TensorFlow with the machine's C++ compiler the first time a
+`HardwareMode` needs it, and cached by a hash of the sources (the two .cc files and the
+headers), TensorFlow's version and flags, the compiler and the
 CPU (``-march=native``), so a later process only loads it. The build is written to a temporary
 name and renamed into place (a half-written library is never loaded); a failed build leaves the
 TF/XLA path in charge with one warning that says why.
@@ -36,6 +38,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -47,6 +50,8 @@ __all__ = ["ENGINES", "KERNEL_METHODS", "NativeKernelError", "compile_kernel", "
 ENGINES = ("auto", "native", "tf")
 KERNEL_METHODS = ("auto", "sparse", "dense", "lut")
 _SOURCE = Path(__file__).with_name("crossbar_kernel.cc")
+# Compiled into the same library: BatchNormalization and ClippedRound at inference.
+_LAYER_SOURCE = Path(__file__).with_name("layer_kernels.cc")
 # The headers it includes: the sparse, dense and lookup methods and the plan they share.
 _HEADERS = tuple(Path(__file__).with_name(f"crossbar_{part}.h")
                  for part in ("plan", "sparse", "dense", "lut"))
@@ -112,7 +117,7 @@ def _cache_key(cxx: str) -> str:
     """What the library depends on: its sources (the .cc and its headers), TensorFlow's version
     and flags, the build flags, the compiler and the CPU."""
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
-    sources = [path.read_text() for path in (_SOURCE, *_HEADERS)]
+    sources = [path.read_text() for path in (_SOURCE, _LAYER_SOURCE, *_HEADERS)]
     version = _compiler_version(cxx)
     parts = [*sources, tf.__version__, *compile_flags, *link_flags, repr(_ARCH_FLAGS), *_FLAGS,
              *_tuning_flags(version), version, _cpu_flags()]
@@ -129,18 +134,18 @@ def _build(cxx: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / target.name
-        compile_kernel(cxx, _SOURCE, out)
+        compile_kernel(cxx, (_SOURCE, _LAYER_SOURCE), out)
         os.replace(out, target)   # atomic: another process sees the whole library or none
     return target
 
 
-def compile_kernel(cxx: str, source: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
-    """Compile a kernel source (its headers beside it) into the shared library `out` with the
+def compile_kernel(cxx: str, source: Path | Sequence[Path], out: Path, extra: tuple[str, ...] = ()) -> None:
+    """Compile kernel sources (their headers beside them) into the shared library `out` with the
     build's flags, trying each `-march` choice in turn.
 
     Arguments:
         cxx: the C++ compiler.
-        source: the kernel's .cc file.
+        source: the .cc file(s).
         out: where the library goes.
         extra: more compiler flags (e.g. ``-Dtfxbar=...`` for a second copy in one process).
 
@@ -149,16 +154,18 @@ def compile_kernel(cxx: str, source: Path, out: Path, extra: tuple[str, ...] = (
     """
     compile_flags, link_flags = tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
     tuning = _tuning_flags(_compiler_version(cxx))
+    sources = [str(source)] if isinstance(source, Path) else [str(path) for path in source]
     errors = []
     for arch in _ARCH_FLAGS:
-        command = [cxx, *_FLAGS, *tuning, *arch, *extra, *compile_flags, str(source), "-o", str(out),
+        command = [cxx, *_FLAGS, *tuning, *arch, *extra, *compile_flags, *sources, "-o", str(out),
                    *link_flags]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode == 0:
             return
         lines = [line for line in done.stderr.splitlines() if "error" in line]
         errors.append(f"{' '.join(arch) or 'no -march'}: {(lines or [f'exit {done.returncode}'])[0]}")
-    raise NativeKernelError(f"{cxx} failed on {source.name}: " + "; ".join(errors))
+    names = ", ".join(Path(path).name for path in sources)
+    raise NativeKernelError(f"{cxx} failed on {names}: " + "; ".join(errors))
 
 
 def load(engine: str | None = None) -> ModuleType | None:
@@ -185,7 +192,8 @@ def load(engine: str | None = None) -> ModuleType | None:
                 raise NativeKernelError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
             _loaded = tf.load_op_library(str(_build(cxx)))
             # Forward only: ADC-aware training differentiates the ideal product (`straight_through`).
-            tf.no_gradient("TfxbarCrossbar")
+            for op in ("TfxbarCrossbar", "TfxbarChannelAffine", "TfxbarClippedRound"):
+                tf.no_gradient(op)
         except (NativeKernelError, OSError, subprocess.SubprocessError, tf.errors.OpError) as exc:
             _failure = str(exc)
             if choice == "auto":

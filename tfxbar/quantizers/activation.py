@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,10 @@ class ClippedRound(ConfigIdentity, tfmot_api.Quantizer):
         [0, 1, 2, 7]
     """
 
+    #: At inference, ``op(x, step, top=…)`` in place of the TensorFlow ops, bit-identical to them;
+    #: set while a `tfxbar.hardware.HardwareMode` is installed (`tfxbar.hardware.native_layers`).
+    inference_op: Callable[..., tf.Tensor] | None = None
+
     def __init__(self, bits: int = 4, step: str = "learned", init_step: float | None = None) -> None:
         if not 1 <= int(bits) <= 8:
             raise ValueError(f"activation bits must be in 1..8, got {bits}")
@@ -139,6 +144,8 @@ class ClippedRound(ConfigIdentity, tfmot_api.Quantizer):
     def __call__(self, inputs: tf.Tensor, training: Any, weights: dict[str, Any],
                  **kwargs: Any) -> tf.Tensor:
         step = self._step(weights)
+        if training is False and self.inference_op is not None and inputs.dtype == tf.float32:
+            return self.inference_op(inputs, step, top=float(self.top))
         return round_ste(tf.clip_by_value(inputs / step, 0.0, float(self.top))) * step
 
     def form(self, weights: dict[str, Any]) -> ActivationForm:
