@@ -1,13 +1,14 @@
 """The layers between the crossbars at inference, on the native library's in-place ops.
 
-Inside the hardware mode the crossbar products take well under the time TensorFlow's own CPU
-kernels spend around them: its FusedBatchNorm goes through Eigen's broadcasting evaluator, and
-each of a `ClippedRound` quantizer's five ops (divide, minimum, maximum, round, multiply) writes
-a fresh tensor. `NativeLayers` runs both, at inference only, as one pass each that writes into
-its input's buffer (``layer_kernels.cc``): the same float32 operations in the same order, so
-every output is bit-identical to TensorFlow's (tests/test_native_layers.py). Training, a
-symbolic ``training`` flag and any BatchNormalization the op cannot mirror (an axis other than
-the last, renorm, virtual batches, float16 …) take the layer's own path.
+Once the crossbar products were fast, TensorFlow's own CPU kernels around them took about a
+fifth of the hardware mode's time (docs/benchmarks.md, eleventh run): its FusedBatchNorm goes
+through Eigen's broadcasting evaluator, and each of a `ClippedRound` quantizer's five ops
+(divide, minimum, maximum, round, multiply) writes a fresh tensor. `NativeLayers` runs both, at
+inference only, as one pass each that writes into its input's buffer (``layer_kernels.cc``):
+the same float32 operations in the same order, so every output is bit-identical to
+TensorFlow's (tests/test_native_layers.py). Training, a symbolic ``training`` flag and any
+BatchNormalization the op cannot mirror (an axis other than the last, renorm, virtual batches,
+float16 …) take the layer's own path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tfxbar import tfmot_api
 from tfxbar.introspect import quantized_outputs
 
 __all__ = ["NativeLayers", "batch_norm_affine", "mirrored"]
+
 
 def mirrored(layer: keras.layers.BatchNormalization) -> bool:
     """Whether `TfxbarChannelAffine` computes what built `layer` computes at inference: one
@@ -40,16 +42,14 @@ def batch_norm_affine(layer: keras.layers.BatchNormalization) -> tuple[tf.Tensor
     `tf.nn.batch_normalization` x·inv + (β − mean·inv) with inv = rsqrt(var + ε)·γ, which is
     this form with mean 0. Read from the variables on every call, so updated statistics count.
     """
-    gamma = layer.gamma if layer.scale else None
     variance = tf.convert_to_tensor(layer.moving_variance)
     mean = tf.convert_to_tensor(layer.moving_mean)
+    a = tf.math.rsqrt(variance + layer.epsilon)
+    if layer.scale:
+        a = a * layer.gamma
     if layer.fused:
-        inv = tf.math.rsqrt(variance + layer.epsilon)
-        a = inv * gamma if gamma is not None else inv
         beta = tf.convert_to_tensor(layer.beta) if layer.center else tf.zeros_like(mean)
         return mean, a, beta
-    inv = tf.math.rsqrt(variance + layer.epsilon)
-    a = inv * gamma if gamma is not None else inv
     beta = layer.beta - mean * a if layer.center else -mean * a
     return tf.zeros_like(mean), a, beta
 
