@@ -171,13 +171,12 @@ def main() -> None:
     xf_hw = (x_hw / 255.0).astype(np.float32)
     x_lite = (x_test[:args.limit] / 255.0).astype(np.float32)
     n_lite = len(x_lite) - len(x_lite) % args.batch
-    predicted = {engine: np.argmax(copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0), -1)
-                 for engine in names}   # also warms up
-    interp_pred = interpreter.predict(x_hw)
-    own, native_ops = (copies[e].predict(xf_hw, batch_size=args.batch, verbose=0)
-                       for e in ("tf-layers", names[0]))
-    if not np.array_equal(own, native_ops):
+    logits = {engine: copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0)
+              for engine in names}   # also warms up
+    if not np.array_equal(logits["tf-layers"], logits[names[0]]):
         raise SystemExit("hardware_throughput: the in-place layer ops changed the logits")
+    predicted = {engine: np.argmax(out, -1) for engine, out in logits.items()}
+    interp_pred = interpreter.predict(x_hw)
 
     def keras_run(engine: str):  # noqa: ANN202
         return lambda: copies[engine].predict(xf_hw, batch_size=args.batch, verbose=0)

@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <immintrin.h>
 
 #include "tensorflow/core/framework/op.h"

@@ -1,7 +1,7 @@
 """The layers between the crossbars at inference, on the native library's in-place ops.
 
-Once the crossbar products were fast, TensorFlow's own CPU kernels around them took about a
-fifth of the hardware mode's time (docs/benchmarks.md, eleventh run): its FusedBatchNorm goes
+Once the crossbar products were fast, TensorFlow's own CPU kernels around them cost the
+hardware mode 15–18 % of its time (docs/benchmarks.md, eleventh run): its FusedBatchNorm goes
 through Eigen's broadcasting evaluator, and each of a `ClippedRound` quantizer's five ops
 (divide, minimum, maximum, round, multiply) writes a fresh tensor. `NativeLayers` runs both, at
 inference only, as one pass each that writes into its input's buffer (``layer_kernels.cc``):
